@@ -1,0 +1,1 @@
+"""The ``piivault`` command-line tool for operators, the DPO and auditors."""

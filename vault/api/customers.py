@@ -1,0 +1,70 @@
+"""CustomerService servicer: convert, call the customer service once, convert back."""
+
+from __future__ import annotations
+
+import grpc
+
+from piivault.v1 import customers_pb2 as pb
+from piivault.v1 import customers_pb2_grpc as pb_grpc
+from vault.api.context import current_principal
+from vault.api.convert import customer_to_pb, profile_from_pb
+from vault.customers.models import IdentifierKind
+from vault.customers.service import CustomerService
+from vault.errors import InvalidArgument
+
+_FIND_KINDS = {
+    "mobile": IdentifierKind.MOBILE,
+    "email": IdentifierKind.EMAIL,
+    "national_id": IdentifierKind.NATIONAL_ID,
+    "member_id": IdentifierKind.MEMBER_ID,
+}
+
+
+class CustomerServicer(pb_grpc.CustomerServiceServicer):
+    def __init__(self, customers: CustomerService) -> None:
+        self._customers = customers
+
+    def CreateCustomer(
+        self, request: pb.CreateCustomerRequest, context: grpc.ServicerContext
+    ) -> pb.CreateCustomerResponse:
+        customer = self._customers.create(
+            current_principal.get().name, request.request_id, profile_from_pb(request.customer)
+        )
+        return pb.CreateCustomerResponse(customer=customer_to_pb(customer))
+
+    def GetCustomer(self, request: pb.GetCustomerRequest, context: grpc.ServicerContext) -> pb.GetCustomerResponse:
+        return pb.GetCustomerResponse(customer=customer_to_pb(self._customers.get(request.customer_id)))
+
+    def UpdateCustomer(
+        self, request: pb.UpdateCustomerRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateCustomerResponse:
+        customer = self._customers.update(
+            profile_from_pb(request.customer),
+            request.customer.customer_id,
+            list(request.update_mask.paths),
+            request.expected_version,
+        )
+        return pb.UpdateCustomerResponse(customer=customer_to_pb(customer))
+
+    def FindCustomers(
+        self, request: pb.FindCustomersRequest, context: grpc.ServicerContext
+    ) -> pb.FindCustomersResponse:
+        which = request.WhichOneof("identifier")
+        if which is None:
+            raise InvalidArgument.single(
+                "identifier", "exactly one of mobile, email, national_id, member_id or external_ref must be set"
+            )
+        if which == "external_ref":
+            ref = request.external_ref
+            found = self._customers.find(IdentifierKind.EXTERNAL_REF, ref.id, ref_source=ref.source)
+        else:
+            found = self._customers.find(_FIND_KINDS[which], getattr(request, which))
+        return pb.FindCustomersResponse(customers=[customer_to_pb(customer) for customer in found])
+
+    def ListCustomers(
+        self, request: pb.ListCustomersRequest, context: grpc.ServicerContext
+    ) -> pb.ListCustomersResponse:
+        page = self._customers.page(request.page_size, request.page_token)
+        return pb.ListCustomersResponse(
+            customers=[customer_to_pb(customer) for customer in page.customers], next_page_token=page.next_page_token
+        )

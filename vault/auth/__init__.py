@@ -1,0 +1,1 @@
+"""Who is calling: API tokens, principals and roles, and which role may call which RPC."""

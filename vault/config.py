@@ -1,0 +1,106 @@
+"""Settings, read once from the environment at start-up and passed down (no module-level state)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed. The message names the variable, never its value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    listen: str = "127.0.0.1:50051"
+    key_provider: str = "local"
+    local_kek: str | None = field(default=None, repr=False)
+    max_receive_bytes: int = 4 * 1024 * 1024
+    workers: int = 16
+    dek_cache_size: int = 100_000
+    dek_cache_ttl_seconds: float = 300.0
+    token_cache_ttl_seconds: float = 5.0
+    sqlite_synchronous: str = "NORMAL"
+    db_pool_size: int = 20
+    log_level: str = "info"
+    reflection: bool = True
+    shutdown_grace_seconds: float = 10.0
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'piivault.db'}"
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.data_dir / "keyring.json"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        defaults = cls()
+        provider = source.get("PIIVAULT_KEY_PROVIDER", defaults.key_provider)
+        if provider not in ("local", "vault-transit"):
+            raise ConfigError("PIIVAULT_KEY_PROVIDER must be 'local' or 'vault-transit'")
+        synchronous = source.get("PIIVAULT_SQLITE_SYNCHRONOUS", defaults.sqlite_synchronous).upper()
+        if synchronous not in ("NORMAL", "FULL", "EXTRA"):
+            raise ConfigError("PIIVAULT_SQLITE_SYNCHRONOUS must be NORMAL, FULL or EXTRA")
+        return cls(
+            data_dir=Path(source.get("PIIVAULT_DATA_DIR", str(defaults.data_dir))),
+            database_url=source.get("PIIVAULT_DATABASE_URL", ""),
+            listen=source.get("PIIVAULT_LISTEN", defaults.listen),
+            key_provider=provider,
+            local_kek=source.get("PIIVAULT_LOCAL_KEK") or None,
+            max_receive_bytes=_int(source, "PIIVAULT_MAX_RECEIVE_BYTES", defaults.max_receive_bytes, 1024),
+            workers=_int(source, "PIIVAULT_WORKERS", defaults.workers, 1),
+            dek_cache_size=_int(source, "PIIVAULT_DEK_CACHE_SIZE", defaults.dek_cache_size, 0),
+            dek_cache_ttl_seconds=_float(source, "PIIVAULT_DEK_CACHE_TTL_SECONDS", defaults.dek_cache_ttl_seconds),
+            token_cache_ttl_seconds=_float(
+                source, "PIIVAULT_TOKEN_CACHE_TTL_SECONDS", defaults.token_cache_ttl_seconds
+            ),
+            sqlite_synchronous=synchronous,
+            db_pool_size=_int(source, "PIIVAULT_DB_POOL_SIZE", defaults.db_pool_size, 1),
+            log_level=source.get("PIIVAULT_LOG_LEVEL", defaults.log_level).lower(),
+            reflection=_bool(source, "PIIVAULT_REFLECTION", defaults.reflection),
+            shutdown_grace_seconds=_float(source, "PIIVAULT_SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace_seconds),
+        )
+
+
+def _int(source: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = source.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return value
+
+
+def _float(source: Mapping[str, str], name: str, default: float) -> float:
+    raw = source.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+def _bool(source: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = source.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false")

@@ -1,0 +1,162 @@
+"""The crypto recipes: the only module that touches AEAD and HMAC primitives.
+
+Field ciphertext layout (``FieldCipher``)::
+
+    version (1 byte, 0x01) | key ref (4 bytes, big-endian DEK version) | nonce (12 bytes, random) | ciphertext+tag
+
+AES-256-GCM with a random 96-bit nonce. The associated data binds the ciphertext to its place — table, record id and
+field name — and to its own header, so a ciphertext copied to another row or field, or with a forged key ref, fails to
+decrypt. Random nonces are safe here: one DEK encrypts a handful of fields per update, far below the 2^32 messages at
+which GCM nonce collisions become a concern.
+
+Blind indexes are HMAC-SHA256 over ``kind || 0x00 || canonical value`` with a key that never touches the database in
+plaintext. An unkeyed hash of an 11-digit phone number falls to brute force in minutes; a keyed one does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+FIELD_FORMAT_V1 = 0x01
+_HEADER = struct.Struct(">BI")
+_AAD_PREFIX = b"piivault/field/v1"
+
+
+class CryptoError(Exception):
+    """The one failure type of the recipes: wrong key, wrong place, truncated or tampered input."""
+
+    def __init__(self) -> None:
+        super().__init__("ciphertext failed authentication")
+
+
+class SecretKey:
+    """Key bytes that never print. ``repr``/``str`` show ``[secure]``."""
+
+    __slots__ = ("_material",)
+
+    def __init__(self, material: bytes) -> None:
+        if len(material) != KEY_BYTES:
+            raise ValueError("key must be 32 bytes")
+        self._material = bytes(material)
+
+    @classmethod
+    def generate(cls) -> SecretKey:
+        return cls(os.urandom(KEY_BYTES))
+
+    def reveal(self) -> bytes:
+        """The raw bytes, for wrapping by a key provider. Never log the result."""
+        return self._material
+
+    def __repr__(self) -> str:
+        return "SecretKey([secure])"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretKey) and hmac.compare_digest(self._material, other._material)
+
+    def __hash__(self) -> int:
+        return hash(hashlib.sha256(self._material).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class FieldContext:
+    """Where a ciphertext lives. It becomes the associated data, so moving the ciphertext breaks it."""
+
+    table: str
+    record_id: str
+    field: str
+
+    def associated_data(self, header: bytes) -> bytes:
+        parts = (_AAD_PREFIX, self.table.encode(), self.record_id.encode(), self.field.encode(), header)
+        return b"\x00".join(parts)
+
+
+class FieldCipher:
+    """AES-256-GCM field encryption under one data key (a customer's DEK)."""
+
+    __slots__ = ("_aead", "_header")
+
+    def __init__(self, key: SecretKey, key_ref: int) -> None:
+        self._aead = AESGCM(key.reveal())
+        self._header = _HEADER.pack(FIELD_FORMAT_V1, key_ref)
+
+    def __repr__(self) -> str:
+        return "FieldCipher([secure])"
+
+    def encrypt(self, plaintext: bytes, context: FieldContext) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return self._header + nonce + self._aead.encrypt(nonce, plaintext, context.associated_data(self._header))
+
+    def decrypt(self, token: bytes, context: FieldContext) -> bytes:
+        header_end = _HEADER.size
+        if len(token) < header_end + NONCE_BYTES + 16 or token[0] != FIELD_FORMAT_V1:
+            raise CryptoError()
+        header = bytes(token[:header_end])
+        if not hmac.compare_digest(header, self._header):
+            raise CryptoError()
+        nonce = bytes(token[header_end : header_end + NONCE_BYTES])
+        try:
+            return self._aead.decrypt(nonce, bytes(token[header_end + NONCE_BYTES :]), context.associated_data(header))
+        except InvalidTag:
+            raise CryptoError() from None
+
+
+def key_ref_of(token: bytes) -> int:
+    """The DEK version a field ciphertext was written under (read from the authenticated header)."""
+    if len(token) < _HEADER.size or token[0] != FIELD_FORMAT_V1:
+        raise CryptoError()
+    return int(_HEADER.unpack_from(token)[1])
+
+
+class KeyWrapCipher:
+    """AES-256-GCM wrapping of key material by a local key-encryption key (the embedded keyring)."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, kek: SecretKey) -> None:
+        self._aead = AESGCM(kek.reveal())
+
+    def __repr__(self) -> str:
+        return "KeyWrapCipher([secure])"
+
+    def wrap(self, key: SecretKey, associated_data: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, key.reveal(), associated_data)
+
+    def unwrap(self, wrapped: bytes, associated_data: bytes) -> SecretKey:
+        if len(wrapped) != NONCE_BYTES + KEY_BYTES + 16:
+            raise CryptoError()
+        try:
+            return SecretKey(self._aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], associated_data))
+        except InvalidTag:
+            raise CryptoError() from None
+
+
+class Mac:
+    """HMAC-SHA256 under one service key: blind indexes, idempotency fingerprints."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: SecretKey) -> None:
+        self._key = key.reveal()
+
+    def __repr__(self) -> str:
+        return "Mac([secure])"
+
+    def digest(self, domain: str, value: bytes) -> bytes:
+        return hmac.new(self._key, domain.encode() + b"\x00" + value, hashlib.sha256).digest()
+
+
+def token_digest(token: str) -> bytes:
+    """Digest under which an API token is stored. Tokens carry 256 random bits, so an unkeyed hash is enough."""
+    return hashlib.sha256(b"piivault/token/v1\x00" + token.encode()).digest()

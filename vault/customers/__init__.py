@@ -1,0 +1,1 @@
+"""The customer aggregate: canonical identifiers, validation, encrypted storage, the customer service."""

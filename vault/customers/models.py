@@ -1,0 +1,108 @@
+"""Customer domain types. Values are personal data, so ``repr`` lists which fields are set, never what they hold."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+
+
+class Gender(StrEnum):
+    UNSPECIFIED = "unspecified"
+    FEMALE = "female"
+    MALE = "male"
+    OTHER = "other"
+
+
+class IdentifierKind(StrEnum):
+    """The identifiers a customer can be found by; each has a blind index, unique among live customers."""
+
+    MOBILE = "mobile"
+    EMAIL = "email"
+    NATIONAL_ID = "national_id"
+    MEMBER_ID = "member_id"
+    EXTERNAL_REF = "external_ref"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ExternalRef:
+    source: str
+    id: str
+
+    def __repr__(self) -> str:
+        return f"ExternalRef(source={self.source!r}, id=[pii])"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Profile:
+    """The personal fields of a customer. Empty string / empty container means "not given"."""
+
+    name: str = ""
+    mobile: str = ""
+    email: str = ""
+    national_id: str = ""
+    birth_date: str = ""
+    gender: Gender = Gender.UNSPECIFIED
+    address: str = ""
+    member_id: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+    external_refs: tuple[ExternalRef, ...] = ()
+
+    def __repr__(self) -> str:
+        present = [name for name in PERSONAL_FIELDS if not is_empty(getattr(self, name))]
+        return f"Profile(set={present}, values=[pii])"
+
+    def with_fields(self, other: Profile, names: tuple[str, ...]) -> Profile:
+        """This profile with ``names`` taken from ``other``."""
+        return replace(self, **{name: getattr(other, name) for name in names})
+
+    def identifiers(self) -> list[tuple[IdentifierKind, str]]:
+        """The canonical identifiers this profile can be found by."""
+        found: list[tuple[IdentifierKind, str]] = []
+        for kind in (IdentifierKind.MOBILE, IdentifierKind.EMAIL, IdentifierKind.NATIONAL_ID, IdentifierKind.MEMBER_ID):
+            value = getattr(self, kind.value)
+            if value:
+                found.append((kind, value))
+        found.extend((IdentifierKind.EXTERNAL_REF, f"{ref.source}:{ref.id}") for ref in self.external_refs)
+        return found
+
+
+PERSONAL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Profile))
+IDENTIFIER_FIELDS = {"mobile", "email", "national_id", "member_id", "external_refs"}
+
+
+def is_empty(value: object) -> bool:
+    return value in ("", Gender.UNSPECIFIED, None) or value == {} or value == ()
+
+
+def encode_field(name: str, value: object) -> bytes:
+    """The plaintext bytes that get encrypted for one field."""
+    if name == "attributes":
+        assert isinstance(value, dict)
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    if name == "external_refs":
+        assert isinstance(value, tuple)
+        return json.dumps([[ref.source, ref.id] for ref in value], ensure_ascii=False, separators=(",", ":")).encode()
+    assert isinstance(value, str)
+    return value.encode()
+
+
+def decode_field(name: str, plaintext: bytes) -> object:
+    text = plaintext.decode()
+    if name == "attributes":
+        return dict(json.loads(text))
+    if name == "external_refs":
+        return tuple(ExternalRef(source, ref_id) for source, ref_id in json.loads(text))
+    if name == "gender":
+        return Gender(text)
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    customer_id: str
+    version: int
+    profile: Profile
+    create_time: dt.datetime
+    update_time: dt.datetime

@@ -1,0 +1,331 @@
+"""The customer service: create, read, update, find and list customers whose personal fields are encrypted.
+
+Every write is one transaction: the customer row, its blind indexes and its idempotency record commit together or not
+at all. Encryption and key wrapping happen before the transaction opens, so a key-provider failure writes nothing and
+the write lock is held only for the SQL itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row
+from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+from sqlalchemy.exc import OperationalError
+
+from vault.crypto import CryptoError, FieldCipher, FieldContext, Mac, SecretKey
+from vault.customers import identifiers as ids
+from vault.customers import repository as repo
+from vault.customers.models import (
+    IDENTIFIER_FIELDS,
+    PERSONAL_FIELDS,
+    Customer,
+    ExternalRef,
+    IdentifierKind,
+    Profile,
+    decode_field,
+    encode_field,
+    is_empty,
+)
+from vault.customers.validation import canonical_profile, require_identifier
+from vault.errors import (
+    AlreadyExists,
+    IdempotencyConflict,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    VersionConflict,
+)
+from vault.keys.data_keys import DataKeys
+from vault.keys.provider import WrappedKey
+from vault.storage.db import read_transaction, write_transaction
+
+TABLE = "customers"
+DEK_VERSION = 1
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+MAX_REQUEST_ID = 128
+_WRITE_ATTEMPTS = 3
+_PAGE_TOKEN_PREFIX = "c1:"  # noqa: S105 - pagination cursor version, not a secret
+_CUSTOMER_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+_INDEX_FIELD = {
+    IdentifierKind.MOBILE: "mobile",
+    IdentifierKind.EMAIL: "email",
+    IdentifierKind.NATIONAL_ID: "national_id",
+    IdentifierKind.MEMBER_ID: "member_id",
+    IdentifierKind.EXTERNAL_REF: "external_refs",
+}
+_FIND_CANONICAL: dict[IdentifierKind, Callable[[str], str]] = {
+    IdentifierKind.MOBILE: ids.canonical_mobile,
+    IdentifierKind.EMAIL: ids.canonical_email,
+    IdentifierKind.NATIONAL_ID: ids.canonical_national_id,
+    IdentifierKind.MEMBER_ID: ids.canonical_member_id,
+}
+
+
+def _column(field: str) -> str:
+    return f"{field}_ct"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    customers: list[Customer]
+    next_page_token: str
+
+
+class CustomerService:
+    def __init__(
+        self,
+        engine: Engine,
+        data_keys: DataKeys,
+        blind_index: Mac,
+        request_mac: Mac,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._engine = engine
+        self._keys = data_keys
+        self._blind_index = blind_index
+        self._request_mac = request_mac
+        self._clock = clock
+
+    # -- create ---------------------------------------------------------------------------------------------------
+
+    def create(self, principal: str, request_id: str, raw: Profile) -> Customer:
+        request_key = self._request_key(principal, request_id)
+        profile = canonical_profile(raw)
+        require_identifier(profile)
+        fingerprint = self._request_mac.digest("create-body", _fingerprint_text(profile))
+        if request_key is not None:
+            replay = self._replay(request_key, fingerprint)
+            if replay is not None:
+                return replay
+        digests = self._digests(profile)
+        customer_id = str(uuid.uuid4())
+        dek, wrapped = self._keys.new_key()
+        now = self._clock()
+        values: dict[str, Any] = {
+            "customer_id": customer_id,
+            "version": 1,
+            "wrapped_dek": wrapped.blob,
+            "kek_version": wrapped.kek_version,
+            "dek_version": DEK_VERSION,
+            "create_time": now,
+            "update_time": now,
+            **self._encrypt(dek, customer_id, profile, PERSONAL_FIELDS),
+        }
+        for _ in range(_WRITE_ATTEMPTS):
+            try:
+                with write_transaction(self._engine) as connection:
+                    if request_key is not None:
+                        existing = repo.get_idempotency(connection, request_key)
+                        if existing is not None:
+                            return self._replayed(existing, fingerprint)
+                    self._refuse_taken(connection, digests, customer_id)
+                    repo.insert_customer(connection, values)
+                    repo.insert_indexes(connection, customer_id, digests)
+                    if request_key is not None:
+                        repo.insert_idempotency(
+                            connection,
+                            {
+                                "key_digest": request_key,
+                                "request_digest": fingerprint,
+                                "customer_id": customer_id,
+                                "create_time": now,
+                            },
+                        )
+            except SqlIntegrityError:
+                continue  # a concurrent writer won a unique key; the checks above now see it and answer
+            except OperationalError:
+                raise Unavailable() from None
+            self._keys.cache.put(customer_id, wrapped.blob, dek)
+            return Customer(customer_id, 1, profile, now, now)
+        raise Unavailable()
+
+    def _request_key(self, principal: str, request_id: str) -> bytes | None:
+        if not request_id:
+            return None
+        if len(request_id) > MAX_REQUEST_ID or not request_id.isascii() or not request_id.isprintable():
+            raise InvalidArgument.single("request_id", f"must be 1-{MAX_REQUEST_ID} printable ASCII characters")
+        return self._request_mac.digest("create-request-id", f"{principal}\x00{request_id}".encode())
+
+    def _replay(self, request_key: bytes, fingerprint: bytes) -> Customer | None:
+        with read_transaction(self._engine) as connection:
+            existing = repo.get_idempotency(connection, request_key)
+        return None if existing is None else self._replayed(existing, fingerprint)
+
+    def _replayed(self, existing: Row[Any], fingerprint: bytes) -> Customer:
+        if bytes(existing.request_digest) != fingerprint:
+            raise IdempotencyConflict()
+        return self.get(existing.customer_id)
+
+    def _refuse_taken(
+        self, connection: Connection, digests: Sequence[tuple[IdentifierKind, bytes]], customer_id: str
+    ) -> None:
+        taken = repo.owners(connection, digests)
+        for kind, digest in digests:
+            owner = taken.get((kind.value, digest))
+            if owner is not None and owner != customer_id:
+                raise AlreadyExists(f"customer.{_INDEX_FIELD[kind]}", owner)
+
+    # -- read -----------------------------------------------------------------------------------------------------
+
+    def get(self, customer_id: str) -> Customer:
+        _check_customer_id(customer_id, "customer_id")
+        with read_transaction(self._engine) as connection:
+            row = repo.get_row(connection, customer_id)
+        if row is None:
+            raise NotFound()
+        return self._decrypt_rows([row])[0]
+
+    def find(self, kind: IdentifierKind, raw_value: str, ref_source: str = "") -> list[Customer]:
+        canonical = self._find_canonical(kind, raw_value, ref_source)
+        digest = self._blind_index.digest(kind.value, canonical.encode())
+        with read_transaction(self._engine) as connection:
+            owner = repo.owner(connection, kind, digest)
+            row = None if owner is None else repo.get_row(connection, owner)
+        return [] if row is None else self._decrypt_rows([row])
+
+    @staticmethod
+    def _find_canonical(kind: IdentifierKind, raw_value: str, ref_source: str) -> str:
+        field = _INDEX_FIELD[kind] if kind is not IdentifierKind.EXTERNAL_REF else "external_ref"
+        try:
+            if kind is IdentifierKind.EXTERNAL_REF:
+                try:
+                    source = ids.canonical_ref_source(ref_source)
+                except ids.IdentifierError as error:
+                    raise InvalidArgument.single("external_ref.source", error.rule) from None
+                field = "external_ref.id"
+                return ids.external_ref_key(source, ids.canonical_ref_id(raw_value))
+            return _FIND_CANONICAL[kind](raw_value)
+        except ids.IdentifierError as error:
+            raise InvalidArgument.single(field, error.rule) from None
+
+    def page(self, page_size: int, page_token: str) -> Page:
+        if page_size < 0:
+            raise InvalidArgument.single("page_size", "must not be negative")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _decode_page_token(page_token)
+        with read_transaction(self._engine) as connection:
+            rows = repo.page_rows(connection, after, size + 1)
+        customers = self._decrypt_rows(rows[:size])
+        next_token = _encode_page_token(customers[-1].customer_id) if len(rows) > size else ""
+        return Page(customers, next_token)
+
+    # -- update ---------------------------------------------------------------------------------------------------
+
+    def update(self, raw: Profile, customer_id: str, mask: Sequence[str], expected_version: int) -> Customer:
+        _check_customer_id(customer_id, "customer.customer_id")
+        names = _check_mask(mask)
+        if expected_version < 1:
+            raise InvalidArgument.single("expected_version", "must be the version last read (1 or more)")
+        patch = canonical_profile(raw, only=frozenset(names))
+        with read_transaction(self._engine) as connection:
+            row = repo.get_row(connection, customer_id)
+        if row is None:
+            raise NotFound()
+        if row.version != expected_version:
+            raise VersionConflict()
+        current = self._decrypt_rows([row])[0]
+        profile = current.profile.with_fields(patch, names)
+        require_identifier(profile)
+        dek = self._keys.unwrap(customer_id, WrappedKey(row.wrapped_dek, row.kek_version))
+        now = self._clock()
+        values = {**self._encrypt(dek, customer_id, profile, names), "update_time": now}
+        kinds = [kind for kind, field in _INDEX_FIELD.items() if field in names]
+        digests = [(kind, digest) for kind, digest in self._digests(profile) if kind in kinds]
+        try:
+            with write_transaction(self._engine) as connection:
+                if not repo.update_customer(connection, customer_id, expected_version, values):
+                    raise NotFound() if repo.get_row(connection, customer_id) is None else VersionConflict()
+                repo.delete_indexes(connection, customer_id, kinds)
+                self._refuse_taken(connection, digests, customer_id)
+                repo.insert_indexes(connection, customer_id, digests)
+        except SqlIntegrityError:
+            # A concurrent create took one of the new identifiers between our check and insert.
+            with read_transaction(self._engine) as connection:
+                self._refuse_taken(connection, digests, customer_id)
+            raise Unavailable() from None
+        except OperationalError:
+            raise Unavailable() from None
+        return Customer(customer_id, expected_version + 1, profile, current.create_time, now)
+
+    # -- crypto ---------------------------------------------------------------------------------------------------
+
+    def _digests(self, profile: Profile) -> list[tuple[IdentifierKind, bytes]]:
+        return [(kind, self._blind_index.digest(kind.value, value.encode())) for kind, value in profile.identifiers()]
+
+    @staticmethod
+    def _encrypt(dek: SecretKey, customer_id: str, profile: Profile, names: Sequence[str]) -> dict[str, bytes | None]:
+        cipher = FieldCipher(dek, DEK_VERSION)
+        values: dict[str, bytes | None] = {}
+        for name in names:
+            value = getattr(profile, name)
+            values[_column(name)] = (
+                None
+                if is_empty(value)
+                else cipher.encrypt(encode_field(name, value), FieldContext(TABLE, customer_id, name))
+            )
+        return values
+
+    def _decrypt_rows(self, rows: Sequence[Row[Any]]) -> list[Customer]:
+        deks = self._keys.unwrap_many([(row.customer_id, WrappedKey(row.wrapped_dek, row.kek_version)) for row in rows])
+        return [self._decrypt(row, dek) for row, dek in zip(rows, deks, strict=True)]
+
+    @staticmethod
+    def _decrypt(row: Row[Any], dek: SecretKey) -> Customer:
+        cipher = FieldCipher(dek, row.dek_version)
+        fields: dict[str, object] = {}
+        try:
+            for name in PERSONAL_FIELDS:
+                token = getattr(row, _column(name))
+                if token is not None:
+                    fields[name] = decode_field(name, cipher.decrypt(token, FieldContext(TABLE, row.customer_id, name)))
+        except CryptoError:
+            raise IntegrityError() from None
+        return Customer(row.customer_id, row.version, Profile(**fields), row.create_time, row.update_time)  # type: ignore[arg-type]
+
+
+def _fingerprint_text(profile: Profile) -> bytes:
+    return b"\x1e".join(name.encode() + b"=" + encode_field(name, getattr(profile, name)) for name in PERSONAL_FIELDS)
+
+
+def _check_customer_id(customer_id: str, field: str) -> None:
+    if not _CUSTOMER_ID.fullmatch(customer_id):
+        raise InvalidArgument.single(field, "must be a customer id as returned by CreateCustomer")
+
+
+def _check_mask(mask: Sequence[str]) -> tuple[str, ...]:
+    if not mask:
+        raise InvalidArgument.single("update_mask", "must name at least one field")
+    unknown = [path for path in mask if path not in PERSONAL_FIELDS]
+    if unknown:
+        raise InvalidArgument.single("update_mask", "may only name: " + ", ".join(PERSONAL_FIELDS))
+    return tuple(dict.fromkeys(mask))
+
+
+def _encode_page_token(last_customer_id: str) -> str:
+    return base64.urlsafe_b64encode((_PAGE_TOKEN_PREFIX + last_customer_id).encode()).decode()
+
+
+def _decode_page_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        text = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError):
+        text = ""
+    after = text.removeprefix(_PAGE_TOKEN_PREFIX)
+    if not text.startswith(_PAGE_TOKEN_PREFIX) or not _CUSTOMER_ID.fullmatch(after):
+        raise InvalidArgument.single("page_token", "must be a next_page_token returned by ListCustomers")
+    return after
+
+
+__all__ = ["IDENTIFIER_FIELDS", "CustomerService", "ExternalRef", "Page"]

@@ -1,0 +1,91 @@
+"""Domain errors, the one exception tree every service raises.
+
+    PiivaultError
+    ├── InvalidArgument          bad input; carries field violations (field path + rule, never the value)
+    ├── NotFound                 no live customer with that id
+    ├── AlreadyExists            an identifier already belongs to another live customer
+    ├── IdempotencyConflict      a request_id reused with a different body
+    ├── VersionConflict          expected_version is stale
+    ├── Unauthenticated          missing, malformed, unknown or revoked token
+    ├── PermissionDenied         the principal's role may not make this call
+    ├── IntegrityError           a ciphertext failed authentication (tampered, or copied to another row/field)
+    └── Unavailable              a dependency (database, key provider) cannot be reached
+
+The gRPC layer maps each class to one status code in exactly one table (``vault.api.status``). Messages are fixed,
+PII-free sentences: they are shown to callers and written to logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One broken rule: ``field`` is the request path (``customer.mobile``), ``rule`` says what is expected."""
+
+    field: str
+    rule: str
+
+
+class PiivaultError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    message = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.message)
+
+    @property
+    def public_message(self) -> str:
+        return str(self)
+
+
+class InvalidArgument(PiivaultError):
+    message = "the request is invalid"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        fields = ", ".join(sorted({v.field for v in violations}))
+        super().__init__(f"invalid argument: {fields}")
+        self.violations = violations
+
+    @classmethod
+    def single(cls, field: str, rule: str) -> InvalidArgument:
+        return cls([FieldViolation(field, rule)])
+
+
+class NotFound(PiivaultError):
+    message = "customer not found"
+
+
+class AlreadyExists(PiivaultError):
+    """An identifier is taken; ``customer_id`` names the owner, so a caller can link to it instead of duplicating."""
+
+    def __init__(self, field: str, customer_id: str) -> None:
+        super().__init__(f"{field} already belongs to another customer")
+        self.field = field
+        self.customer_id = customer_id
+
+
+class IdempotencyConflict(PiivaultError):
+    message = "request_id was already used with a different request body"
+
+
+class VersionConflict(PiivaultError):
+    message = "the customer has changed since expected_version; read it again and retry"
+
+
+class Unauthenticated(PiivaultError):
+    message = "a valid bearer token is required"
+
+
+class PermissionDenied(PiivaultError):
+    message = "the caller's role may not perform this operation"
+
+
+class IntegrityError(PiivaultError):
+    message = "stored data failed its integrity check"
+
+
+class Unavailable(PiivaultError):
+    message = "a dependency of the vault is unavailable; retry later"

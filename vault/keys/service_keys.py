@@ -1,0 +1,55 @@
+"""Service keys (blind-index key, request MAC key): generated once, stored wrapped by the KEK, unwrapped at start-up.
+
+Several replicas may start at once against an empty database: each tries to insert, the primary key lets one win,
+and the others read the winner's key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from vault.crypto import SecretKey
+from vault.keys.provider import KeyProvider, WrappedKey
+from vault.storage.db import read_transaction, write_transaction
+from vault.storage.models import ServiceKeyRow
+
+BLIND_INDEX_KEY = "blind-index/v1"
+REQUEST_MAC_KEY = "request-mac/v1"
+SERVICE_KEY_NAMES = (BLIND_INDEX_KEY, REQUEST_MAC_KEY)
+
+
+def load_service_keys(
+    engine: Engine, provider: KeyProvider, names: tuple[str, ...] = SERVICE_KEY_NAMES
+) -> dict[str, SecretKey]:
+    stored = _read(engine, names)
+    missing = [name for name in names if name not in stored]
+    if missing:
+        fresh = [SecretKey.generate() for _ in missing]
+        wrapped = provider.wrap(fresh)
+        now = dt.datetime.now(dt.UTC)
+        for name, item in zip(missing, wrapped, strict=True):
+            try:
+                with write_transaction(engine) as connection:
+                    connection.execute(
+                        insert(ServiceKeyRow).values(
+                            name=name, wrapped_key=item.blob, kek_version=item.kek_version, create_time=now
+                        )
+                    )
+            except IntegrityError:
+                pass  # another replica created it first; we use theirs
+        stored = _read(engine, names)
+    unwrapped = provider.unwrap([stored[name] for name in names])
+    return dict(zip(names, unwrapped, strict=True))
+
+
+def _read(engine: Engine, names: tuple[str, ...]) -> dict[str, WrappedKey]:
+    with read_transaction(engine) as connection:
+        rows = connection.execute(
+            select(ServiceKeyRow.name, ServiceKeyRow.wrapped_key, ServiceKeyRow.kek_version).where(
+                ServiceKeyRow.name.in_(names)
+            )
+        ).all()
+    return {row.name: WrappedKey(row.wrapped_key, row.kek_version) for row in rows}

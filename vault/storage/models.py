@@ -1,0 +1,113 @@
+"""SQLAlchemy 2 typed mappings. Personal data only ever appears here as ciphertext (``*_ct``) or keyed digests.
+
+Alembic migrations in ``migrations/`` create exactly this schema; ``alembic check`` in the tests keeps them in step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values; we store them as UTC)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class CustomerRow(Base):
+    """One customer: the wrapped DEK and one ciphertext per personal field (NULL when the field is empty)."""
+
+    __tablename__ = "customers"
+
+    customer_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    wrapped_dek: Mapped[str] = mapped_column(Text)
+    kek_version: Mapped[int] = mapped_column(Integer, index=True)
+    dek_version: Mapped[int] = mapped_column(Integer)
+    name_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    mobile_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    email_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    national_id_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    birth_date_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    gender_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    address_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    member_id_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    attributes_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    external_refs_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    create_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    update_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class BlindIndexRow(Base):
+    """Keyed HMAC of one canonical identifier. The primary key makes identifiers unique among live customers."""
+
+    __tablename__ = "blind_indexes"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("customers.customer_id", ondelete="CASCADE"), index=True
+    )
+
+
+class IdempotencyRow(Base):
+    """A CreateCustomer request_id (keyed digest of principal + id) and a keyed fingerprint of its canonical body."""
+
+    __tablename__ = "idempotency_keys"
+
+    key_digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    request_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    customer_id: Mapped[str] = mapped_column(String(36), index=True)
+    create_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class ApiTokenRow(Base):
+    """An API token, stored only as a digest. ``token_id`` is a public handle for listing and revoking."""
+
+    __tablename__ = "api_tokens"
+
+    token_digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(32), unique=True)
+    principal: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    create_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoke_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ServiceKeyRow(Base):
+    """A service key (blind-index key, request MAC key, ...) wrapped by the KEK."""
+
+    __tablename__ = "service_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    wrapped_key: Mapped[str] = mapped_column(Text)
+    kek_version: Mapped[int] = mapped_column(Integer)
+    create_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
