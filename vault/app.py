@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-
 from vault.auth.tokens import TokenService
 from vault.config import ConfigError, Settings
 from vault.crypto import Mac
@@ -15,7 +13,8 @@ from vault.keys.dek_cache import DekCache
 from vault.keys.local import LocalKeyringProvider
 from vault.keys.provider import KeyProvider
 from vault.keys.service_keys import BLIND_INDEX_KEY, REQUEST_MAC_KEY, load_service_keys
-from vault.storage.db import make_engine
+from vault.storage.db import Database
+from vault.storage.group_commit import GroupCommitter
 from vault.storage.migrate import require_current_schema
 
 
@@ -30,30 +29,41 @@ def open_key_provider(settings: Settings) -> KeyProvider:
 @dataclass
 class Vault:
     settings: Settings
-    engine: Engine
+    database: Database
     provider: KeyProvider
     data_keys: DataKeys
     tokens: TokenService
     customers: CustomerService
+    writer: GroupCommitter
 
     @classmethod
-    def open(cls, settings: Settings, *, engine: Engine | None = None, provider: KeyProvider | None = None) -> Vault:
-        engine = engine or make_engine(
+    def open(
+        cls, settings: Settings, *, database: Database | None = None, provider: KeyProvider | None = None
+    ) -> Vault:
+        database = database or Database.from_url(
             settings.effective_database_url,
             pool_size=settings.db_pool_size,
             sqlite_synchronous=settings.sqlite_synchronous,
         )
-        require_current_schema(engine)
+        require_current_schema(database.engine)
         provider = provider or open_key_provider(settings)
-        service_keys = load_service_keys(engine, provider)
+        service_keys = load_service_keys(database, provider)
+        writer = GroupCommitter(database)
         data_keys = DataKeys(provider, DekCache(settings.dek_cache_size, settings.dek_cache_ttl_seconds))
         customers = CustomerService(
-            engine, data_keys, Mac(service_keys[BLIND_INDEX_KEY]), Mac(service_keys[REQUEST_MAC_KEY])
+            database, writer, data_keys, Mac(service_keys[BLIND_INDEX_KEY]), Mac(service_keys[REQUEST_MAC_KEY])
         )
         return cls(
-            settings, engine, provider, data_keys, TokenService(engine, settings.token_cache_ttl_seconds), customers
+            settings,
+            database,
+            provider,
+            data_keys,
+            TokenService(database, settings.token_cache_ttl_seconds),
+            customers,
+            writer,
         )
 
     def close(self) -> None:
+        self.writer.close()
         self.provider.close()
-        self.engine.dispose()
+        self.database.dispose()

@@ -21,6 +21,7 @@ class Settings:
     local_kek: str | None = field(default=None, repr=False)
     max_receive_bytes: int = 4 * 1024 * 1024
     workers: int = 16
+    processes: int = 1
     dek_cache_size: int = 100_000
     dek_cache_ttl_seconds: float = 300.0
     token_cache_ttl_seconds: float = 5.0
@@ -56,6 +57,7 @@ class Settings:
             local_kek=source.get("PIIVAULT_LOCAL_KEK") or None,
             max_receive_bytes=_int(source, "PIIVAULT_MAX_RECEIVE_BYTES", defaults.max_receive_bytes, 1024),
             workers=_int(source, "PIIVAULT_WORKERS", defaults.workers, 1),
+            processes=_int(source, "PIIVAULT_PROCESSES", defaults.processes, 1),
             dek_cache_size=_int(source, "PIIVAULT_DEK_CACHE_SIZE", defaults.dek_cache_size, 0),
             dek_cache_ttl_seconds=_float(source, "PIIVAULT_DEK_CACHE_TTL_SECONDS", defaults.dek_cache_ttl_seconds),
             token_cache_ttl_seconds=_float(

@@ -76,8 +76,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "blind_indexes",
-        sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("digest", sa.LargeBinary(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("customer_id", sa.String(length=36), nullable=False),
         sa.ForeignKeyConstraint(
             ["customer_id"],
@@ -85,7 +85,7 @@ def upgrade() -> None:
             name=op.f("fk_blind_indexes_customer_id_customers"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("kind", "digest", name=op.f("pk_blind_indexes")),
+        sa.PrimaryKeyConstraint("digest", "kind", name=op.f("pk_blind_indexes")),
     )
     with op.batch_alter_table("blind_indexes", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_blind_indexes_customer_id"), ["customer_id"], unique=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import signal
 import threading
 from concurrent import futures
@@ -14,9 +16,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from piivault.v1 import customers_pb2, customers_pb2_grpc
+from vault import logs
 from vault.api.customers import CustomerServicer
 from vault.api.guard import CallGuard
 from vault.app import Vault
+from vault.config import Settings
 
 _log = structlog.get_logger("piivault.server")
 SERVICE_NAMES = (customers_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name,)
@@ -34,7 +38,7 @@ class RunningServer:
         self.server.stop(grace).wait()
 
 
-def start_server(vault: Vault, listen: str | None = None) -> RunningServer:
+def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = False) -> RunningServer:
     settings = vault.settings
     limit = settings.max_receive_bytes
     server = grpc.server(
@@ -43,7 +47,8 @@ def start_server(vault: Vault, listen: str | None = None) -> RunningServer:
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 4 * limit),
-            ("grpc.so_reuseport", 0),
+            # Off unless asked for: two unrelated servers must not silently share a port.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
         maximum_concurrent_rpcs=settings.workers * 64,
     )
@@ -61,9 +66,38 @@ def start_server(vault: Vault, listen: str | None = None) -> RunningServer:
     return RunningServer(server, health_servicer, port)
 
 
-def serve(vault: Vault) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    running = start_server(vault)
+def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully.
+
+    With ``processes`` > 1 the server runs that many worker processes on one port (SO_REUSEPORT; the kernel spreads
+    connections). Python's GIL keeps one process to about one core, and the service is stateless apart from caches,
+    so processes scale it the way replicas do. The parent opens the vault once first, so configuration, schema and
+    keyring errors are reported before any worker starts.
+    """
+    Vault.open(settings).close()
+    if settings.processes == 1:
+        _serve_one(settings, reuse_port=False)
+        return
+    context = multiprocessing.get_context("spawn")  # fork after grpc has started threads is unsafe
+    workers = [
+        context.Process(target=_serve_one, args=(settings, True), name=f"piivault-{n}")
+        for n in range(settings.processes)
+    ]
+    for worker in workers:
+        worker.start()
+    stopping = _stop_event()
+    while not stopping.wait(1.0):
+        if any(not worker.is_alive() for worker in workers):
+            _log.error("server.worker_exited")
+            break
+    for worker in workers:
+        if worker.pid is not None and worker.is_alive():
+            os.kill(worker.pid, signal.SIGTERM)
+    for worker in workers:
+        worker.join(settings.shutdown_grace_seconds + 5)
+
+
+def _stop_event() -> threading.Event:
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -72,10 +106,16 @@ def serve(vault: Vault) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    _log.info(
-        "server.started", listen=vault.settings.listen, key_provider=vault.provider.name, workers=vault.settings.workers
-    )
+    return stopping
+
+
+def _serve_one(settings: Settings, reuse_port: bool) -> None:
+    logs.configure(settings.log_level)
+    vault = Vault.open(settings)
+    running = start_server(vault, reuse_port=reuse_port)
+    stopping = _stop_event()
+    _log.info("server.started", listen=settings.listen, key_provider=vault.provider.name, workers=settings.workers)
     stopping.wait()
-    running.stop(vault.settings.shutdown_grace_seconds)
+    running.stop(settings.shutdown_grace_seconds)
     vault.close()
     _log.info("server.stopped")

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import insert, select, update
 
 from vault.crypto import token_digest
 from vault.errors import InvalidArgument, NotFound, Unauthenticated
-from vault.storage.db import read_transaction, write_transaction
+from vault.storage.db import Database
 from vault.storage.models import ApiTokenRow
 
 ROLES = ("service", "support", "marketing", "analyst", "dpo", "auditor", "admin")
@@ -57,9 +57,9 @@ class TokenInfo:
 
 class TokenService:
     def __init__(
-        self, engine: Engine, cache_ttl_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic
+        self, database: Database, cache_ttl_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._engine = engine
+        self._database = database
         self._ttl = cache_ttl_seconds
         self._clock = clock
         self._cache: dict[bytes, tuple[float, Principal | None]] = {}
@@ -72,7 +72,7 @@ class TokenService:
             raise InvalidArgument.single("role", "must be one of: " + ", ".join(ROLES))
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id = "tok_" + secrets.token_hex(8)
-        with write_transaction(self._engine) as connection:
+        with self._database.write() as connection:
             connection.execute(
                 insert(ApiTokenRow).values(
                     token_digest=token_digest(secret),
@@ -109,7 +109,7 @@ class TokenService:
         return principal
 
     def _lookup(self, digest: bytes) -> Principal | None:
-        with read_transaction(self._engine) as connection:
+        with self._database.read() as connection:
             row = connection.execute(
                 select(ApiTokenRow.principal, ApiTokenRow.role, ApiTokenRow.token_id).where(
                     ApiTokenRow.token_digest == digest, ApiTokenRow.revoke_time.is_(None)
@@ -118,12 +118,12 @@ class TokenService:
         return None if row is None else Principal(row.principal, row.role, row.token_id)
 
     def list(self) -> list[TokenInfo]:
-        with read_transaction(self._engine) as connection:
+        with self._database.read() as connection:
             rows = connection.execute(select(ApiTokenRow).order_by(ApiTokenRow.create_time)).all()
         return [TokenInfo(r.token_id, r.principal, r.role, r.create_time, r.revoke_time) for r in rows]
 
     def revoke(self, token_id: str) -> None:
-        with write_transaction(self._engine) as connection:
+        with self._database.write() as connection:
             result = connection.execute(
                 update(ApiTokenRow)
                 .where(ApiTokenRow.token_id == token_id, ApiTokenRow.revoke_time.is_(None))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row
+from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.exc import OperationalError
 
@@ -46,14 +46,14 @@ from vault.errors import (
 )
 from vault.keys.data_keys import DataKeys
 from vault.keys.provider import WrappedKey
-from vault.storage.db import read_transaction, write_transaction
+from vault.storage.db import Database
+from vault.storage.group_commit import GroupCommitter
 
 TABLE = "customers"
 DEK_VERSION = 1
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 MAX_REQUEST_ID = 128
-_WRITE_ATTEMPTS = 3
 _PAGE_TOKEN_PREFIX = "c1:"  # noqa: S105 - pagination cursor version, not a secret
 _CUSTOMER_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _INDEX_FIELD = {
@@ -84,13 +84,15 @@ class Page:
 class CustomerService:
     def __init__(
         self,
-        engine: Engine,
+        database: Database,
+        writer: GroupCommitter,
         data_keys: DataKeys,
         blind_index: Mac,
         request_mac: Mac,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
-        self._engine = engine
+        self._database = database
+        self._writer = writer
         self._keys = data_keys
         self._blind_index = blind_index
         self._request_mac = request_mac
@@ -103,10 +105,6 @@ class CustomerService:
         profile = canonical_profile(raw)
         require_identifier(profile)
         fingerprint = self._request_mac.digest("create-body", _fingerprint_text(profile))
-        if request_key is not None:
-            replay = self._replay(request_key, fingerprint)
-            if replay is not None:
-                return replay
         digests = self._digests(profile)
         customer_id = str(uuid.uuid4())
         dek, wrapped = self._keys.new_key()
@@ -121,33 +119,44 @@ class CustomerService:
             "update_time": now,
             **self._encrypt(dek, customer_id, profile, PERSONAL_FIELDS),
         }
-        for _ in range(_WRITE_ATTEMPTS):
-            try:
-                with write_transaction(self._engine) as connection:
-                    if request_key is not None:
-                        existing = repo.get_idempotency(connection, request_key)
-                        if existing is not None:
-                            return self._replayed(existing, fingerprint)
-                    self._refuse_taken(connection, digests, customer_id)
-                    repo.insert_customer(connection, values)
-                    repo.insert_indexes(connection, customer_id, digests)
-                    if request_key is not None:
-                        repo.insert_idempotency(
-                            connection,
-                            {
-                                "key_digest": request_key,
-                                "request_digest": fingerprint,
-                                "customer_id": customer_id,
-                                "create_time": now,
-                            },
-                        )
-            except SqlIntegrityError:
-                continue  # a concurrent writer won a unique key; the checks above now see it and answer
-            except OperationalError:
-                raise Unavailable() from None
-            self._keys.cache.put(customer_id, wrapped.blob, dek)
-            return Customer(customer_id, 1, profile, now, now)
-        raise Unavailable()
+
+        def write(connection: Connection) -> None:
+            if request_key is not None:
+                # First, so that a replay fails before anything else is written.
+                repo.insert_idempotency(
+                    connection,
+                    {
+                        "key_digest": request_key,
+                        "request_digest": fingerprint,
+                        "customer_id": customer_id,
+                        "create_time": now,
+                    },
+                )
+            repo.insert_customer(connection, values)
+            repo.insert_indexes(connection, customer_id, digests)
+
+        try:
+            self._writer.submit(write)
+        except SqlIntegrityError:
+            # The happy path runs no pre-checks: unique keys decide, and only a loser pays for finding out why.
+            return self._explain_conflict(request_key, fingerprint, digests)
+        except OperationalError:
+            raise Unavailable() from None
+        self._keys.cache.put(customer_id, wrapped.blob, dek)
+        return Customer(customer_id, 1, profile, now, now)
+
+    def _explain_conflict(
+        self, request_key: bytes | None, fingerprint: bytes, digests: Sequence[tuple[IdentifierKind, bytes]]
+    ) -> Customer:
+        with self._database.read() as connection:
+            existing = None if request_key is None else repo.get_idempotency(connection, request_key)
+            if existing is None:
+                self._refuse_taken(connection, digests, customer_id="")
+        if existing is not None:
+            if bytes(existing.request_digest) != fingerprint:
+                raise IdempotencyConflict()
+            return self.get(existing.customer_id)
+        raise Unavailable()  # a unique key clashed but nothing explains it: a random-id collision; the caller retries
 
     def _request_key(self, principal: str, request_id: str) -> bytes | None:
         if not request_id:
@@ -155,16 +164,6 @@ class CustomerService:
         if len(request_id) > MAX_REQUEST_ID or not request_id.isascii() or not request_id.isprintable():
             raise InvalidArgument.single("request_id", f"must be 1-{MAX_REQUEST_ID} printable ASCII characters")
         return self._request_mac.digest("create-request-id", f"{principal}\x00{request_id}".encode())
-
-    def _replay(self, request_key: bytes, fingerprint: bytes) -> Customer | None:
-        with read_transaction(self._engine) as connection:
-            existing = repo.get_idempotency(connection, request_key)
-        return None if existing is None else self._replayed(existing, fingerprint)
-
-    def _replayed(self, existing: Row[Any], fingerprint: bytes) -> Customer:
-        if bytes(existing.request_digest) != fingerprint:
-            raise IdempotencyConflict()
-        return self.get(existing.customer_id)
 
     def _refuse_taken(
         self, connection: Connection, digests: Sequence[tuple[IdentifierKind, bytes]], customer_id: str
@@ -179,7 +178,7 @@ class CustomerService:
 
     def get(self, customer_id: str) -> Customer:
         _check_customer_id(customer_id, "customer_id")
-        with read_transaction(self._engine) as connection:
+        with self._database.read() as connection:
             row = repo.get_row(connection, customer_id)
         if row is None:
             raise NotFound()
@@ -188,7 +187,7 @@ class CustomerService:
     def find(self, kind: IdentifierKind, raw_value: str, ref_source: str = "") -> list[Customer]:
         canonical = self._find_canonical(kind, raw_value, ref_source)
         digest = self._blind_index.digest(kind.value, canonical.encode())
-        with read_transaction(self._engine) as connection:
+        with self._database.read() as connection:
             owner = repo.owner(connection, kind, digest)
             row = None if owner is None else repo.get_row(connection, owner)
         return [] if row is None else self._decrypt_rows([row])
@@ -213,7 +212,7 @@ class CustomerService:
             raise InvalidArgument.single("page_size", "must not be negative")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_page_token(page_token)
-        with read_transaction(self._engine) as connection:
+        with self._database.read() as connection:
             rows = repo.page_rows(connection, after, size + 1)
         customers = self._decrypt_rows(rows[:size])
         next_token = _encode_page_token(customers[-1].customer_id) if len(rows) > size else ""
@@ -227,7 +226,7 @@ class CustomerService:
         if expected_version < 1:
             raise InvalidArgument.single("expected_version", "must be the version last read (1 or more)")
         patch = canonical_profile(raw, only=frozenset(names))
-        with read_transaction(self._engine) as connection:
+        with self._database.read() as connection:
             row = repo.get_row(connection, customer_id)
         if row is None:
             raise NotFound()
@@ -241,16 +240,19 @@ class CustomerService:
         values = {**self._encrypt(dek, customer_id, profile, names), "update_time": now}
         kinds = [kind for kind, field in _INDEX_FIELD.items() if field in names]
         digests = [(kind, digest) for kind, digest in self._digests(profile) if kind in kinds]
+
+        def write(connection: Connection) -> None:
+            if not repo.update_customer(connection, customer_id, expected_version, values):
+                raise NotFound() if repo.get_row(connection, customer_id) is None else VersionConflict()
+            repo.delete_indexes(connection, customer_id, kinds)
+            self._refuse_taken(connection, digests, customer_id)
+            repo.insert_indexes(connection, customer_id, digests)
+
         try:
-            with write_transaction(self._engine) as connection:
-                if not repo.update_customer(connection, customer_id, expected_version, values):
-                    raise NotFound() if repo.get_row(connection, customer_id) is None else VersionConflict()
-                repo.delete_indexes(connection, customer_id, kinds)
-                self._refuse_taken(connection, digests, customer_id)
-                repo.insert_indexes(connection, customer_id, digests)
+            self._writer.submit(write)
         except SqlIntegrityError:
             # A concurrent create took one of the new identifiers between our check and insert.
-            with read_transaction(self._engine) as connection:
+            with self._database.read() as connection:
                 self._refuse_taken(connection, digests, customer_id)
             raise Unavailable() from None
         except OperationalError:

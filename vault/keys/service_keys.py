@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from vault.crypto import SecretKey
 from vault.keys.provider import KeyProvider, WrappedKey
-from vault.storage.db import read_transaction, write_transaction
+from vault.storage.db import Database
 from vault.storage.models import ServiceKeyRow
 
 BLIND_INDEX_KEY = "blind-index/v1"
@@ -22,9 +22,9 @@ SERVICE_KEY_NAMES = (BLIND_INDEX_KEY, REQUEST_MAC_KEY)
 
 
 def load_service_keys(
-    engine: Engine, provider: KeyProvider, names: tuple[str, ...] = SERVICE_KEY_NAMES
+    database: Database, provider: KeyProvider, names: tuple[str, ...] = SERVICE_KEY_NAMES
 ) -> dict[str, SecretKey]:
-    stored = _read(engine, names)
+    stored = _read(database, names)
     missing = [name for name in names if name not in stored]
     if missing:
         fresh = [SecretKey.generate() for _ in missing]
@@ -32,7 +32,7 @@ def load_service_keys(
         now = dt.datetime.now(dt.UTC)
         for name, item in zip(missing, wrapped, strict=True):
             try:
-                with write_transaction(engine) as connection:
+                with database.write() as connection:
                     connection.execute(
                         insert(ServiceKeyRow).values(
                             name=name, wrapped_key=item.blob, kek_version=item.kek_version, create_time=now
@@ -40,13 +40,13 @@ def load_service_keys(
                     )
             except IntegrityError:
                 pass  # another replica created it first; we use theirs
-        stored = _read(engine, names)
+        stored = _read(database, names)
     unwrapped = provider.unwrap([stored[name] for name in names])
     return dict(zip(names, unwrapped, strict=True))
 
 
-def _read(engine: Engine, names: tuple[str, ...]) -> dict[str, WrappedKey]:
-    with read_transaction(engine) as connection:
+def _read(database: Database, names: tuple[str, ...]) -> dict[str, WrappedKey]:
+    with database.read() as connection:
         rows = connection.execute(
             select(ServiceKeyRow.name, ServiceKeyRow.wrapped_key, ServiceKeyRow.kek_version).where(
                 ServiceKeyRow.name.in_(names)

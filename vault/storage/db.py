@@ -8,8 +8,11 @@ front turns that into an ordinary wait.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -17,6 +20,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
 _WRITE = "piivault_write"
+_AUTOCOMMIT = "piivault_autocommit"
+_BUSY_TIMEOUT_MS = 30_000
+_WRITE_LOCK_TIMEOUT_SECONDS = 30.0
 
 
 def normalize_url(url: str) -> str:
@@ -25,6 +31,45 @@ def normalize_url(url: str) -> str:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+class Database:
+    """The engine plus the two ways the services use it: ``read()`` and ``write()`` transactions.
+
+    On SQLite, writers inside one process queue on a lock before asking SQLite for its write lock. SQLite's busy
+    handler waits by sleeping and polling, so sixteen threads contending for the file lock measured p99 latencies
+    above a second; a Python lock hands the turn over at once. Across processes the busy handler still applies.
+    Reads on SQLite run without BEGIN: a single SELECT is atomic, and an explicit transaction per read measured as a
+    fifth of a read's cost.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 20, sqlite_synchronous: str = "NORMAL") -> Database:
+        return cls(make_engine(url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous))
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that will write: on SQLite it holds the write lock from its first statement."""
+        with self._write_lock or nullcontext(), self.engine.connect() as connection:
+            connection = connection.execution_options(**{_WRITE: True})
+            with connection.begin():
+                yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        options = {_AUTOCOMMIT: True} if self.is_sqlite else {}
+        with self.engine.connect() as connection:
+            connection = connection.execution_options(**options)
+            with connection.begin():
+                yield connection
+
+    def dispose(self) -> None:
+        self.engine.dispose()
 
 
 def make_engine(url: str, *, pool_size: int = 20, sqlite_synchronous: str = "NORMAL") -> Engine:
@@ -46,29 +91,40 @@ def _sqlite_engine(url: str, pool_size: int, synchronous: str) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         # Deleted ciphertexts are overwritten, so erased data does not linger in free pages of the file.
         cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        immediate = connection.get_execution_options().get(_WRITE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = connection.get_execution_options()
+        if options.get(_WRITE, False):
+            _begin_immediate(connection)
+        elif not options.get(_AUTOCOMMIT, False):
+            connection.exec_driver_sql("BEGIN")
 
     return engine
 
 
-@contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that will write: on SQLite it holds the write lock from its first statement."""
-    with engine.connect() as connection:
-        connection = connection.execution_options(**{_WRITE: True})
-        with connection.begin():
-            yield connection
+def _begin_immediate(connection: Connection) -> None:
+    """Take SQLite's write lock, polling every 0.2 ms while another process holds it.
 
-
-@contextmanager
-def read_transaction(engine: Engine) -> Iterator[Connection]:
-    with engine.connect() as connection, connection.begin():
-        yield connection
+    SQLite's own busy handler backs off to sleeps of 25-100 ms, which measured as p99 create latencies of 350 ms with
+    two server processes on one file. The connection's busy timeout is lifted only for this statement.
+    """
+    raw = connection.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    deadline = time.monotonic() + _WRITE_LOCK_TIMEOUT_SECONDS
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.0002)
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")

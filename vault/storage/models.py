@@ -71,8 +71,9 @@ class BlindIndexRow(Base):
 
     __tablename__ = "blind_indexes"
 
-    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # digest leads the key: lookups are by digest (HMAC domain separation already makes digests differ per kind).
     digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     customer_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("customers.customer_id", ondelete="CASCADE"), index=True
     )

@@ -32,7 +32,6 @@ def serve() -> None:
     """Start the gRPC server (PIIVAULT_LISTEN, default 127.0.0.1:50051)."""
     from vault import logs
     from vault.api.server import serve as run
-    from vault.app import Vault
     from vault.config import ConfigError, Settings
     from vault.keys.local import KeyringError
     from vault.storage.migrate import SchemaError
@@ -40,10 +39,9 @@ def serve() -> None:
     try:
         settings = Settings.from_env()
         logs.configure(settings.log_level)
-        vault = Vault.open(settings)
+        run(settings)
     except (ConfigError, KeyringError, SchemaError) as error:
         _fail(str(error))
-    run(vault)
 
 
 @app.command()
@@ -112,16 +110,16 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token_id show
 def _token_service() -> TokenService:
     from vault.auth.tokens import TokenService
     from vault.config import ConfigError, Settings
-    from vault.storage.db import make_engine
+    from vault.storage.db import Database
     from vault.storage.migrate import SchemaError, require_current_schema
 
     try:
         settings = Settings.from_env()
-        engine = make_engine(settings.effective_database_url)
-        require_current_schema(engine)
+        database = Database.from_url(settings.effective_database_url)
+        require_current_schema(database.engine)
     except (ConfigError, SchemaError) as error:
         _fail(str(error))
-    return TokenService(engine)
+    return TokenService(database)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Benchmarks: load generators that print figures. Never timed assertions."""

@@ -1,0 +1,258 @@
+"""CustomerService benchmark: creates/s, reads/s and finds/s over gRPC, and the same work in-process without gRPC.
+
+The gRPC figures run a real ``piivault serve`` subprocess and an asyncio client in this process, both on this
+machine, so "client included" holds. The in-process figures call ``CustomerService`` directly on its own database,
+one thread, so the ratio between the two shows what the RPC layer costs.
+
+    make bench                       # defaults: concurrency 16
+    python -m bench.run --creates 5000 --reads 10000 --concurrency 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from piivault.v1 import customers_pb2 as pb
+from piivault.v1 import customers_pb2_grpc as pb_grpc
+from tests.support.people import People, Person
+from tests.support.server import ServerProcess
+from vault.app import Vault
+from vault.config import Settings
+from vault.customers.models import IdentifierKind, Profile
+from vault.storage.db import Database
+from vault.storage.migrate import upgrade
+
+
+@dataclass
+class Result:
+    name: str
+    count: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def row(self) -> str:
+        ordered = sorted(self.latencies)
+        p50 = statistics.median(ordered) * 1000
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+        return f"{self.name:<24}{self.count:>8}{self.rate:>12.0f}{p50:>10.2f}{p99:>10.2f}"
+
+
+def _pb_customer(person: Person) -> pb.Customer:
+    return pb.Customer(
+        name=person.name,
+        mobile=person.mobile,
+        email=person.email,
+        national_id=person.national_id,
+        birth_date=person.birth_date,
+        address=person.address,
+        member_id=person.member_id,
+        attributes={"tier": "gold"},
+    )
+
+
+def _profile(person: Person) -> Profile:
+    return Profile(
+        name=person.name,
+        mobile=person.mobile,
+        email=person.email,
+        national_id=person.national_id,
+        birth_date=person.birth_date,
+        address=person.address,
+        member_id=person.member_id,
+        attributes={"tier": "gold"},
+    )
+
+
+async def _drive(count: int, concurrency: int, call: Callable[[int], Awaitable[object]]) -> list[float]:
+    latencies: list[float] = []
+    next_index = iter(range(count))
+
+    async def worker() -> None:
+        for index in next_index:
+            started = time.perf_counter()
+            await call(index)
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+_CONNECTIONS_PER_CLIENT = 4
+
+
+@dataclass(frozen=True)
+class Share:
+    """One client process's part of a phase."""
+
+    address: str
+    token: str
+    operation: str
+    people: list[Person]
+    customer_ids: list[str]
+    concurrency: int
+
+
+async def _run_share(share: Share) -> tuple[list[float], list[str]]:
+    metadata = (("authorization", f"Bearer {share.token}"),)
+    # Several connections per client process, each with its own subchannel, so that the kernel's SO_REUSEPORT
+    # balancing spreads them over the server processes the way a load balancer would spread clients.
+    channels = [
+        grpc.aio.insecure_channel(share.address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(_CONNECTIONS_PER_CLIENT)
+    ]
+    stubs = [pb_grpc.CustomerServiceStub(channel) for channel in channels]
+    try:
+        return await _run_calls(share, stubs, metadata)
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+async def _run_calls(
+    share: Share, stubs: list[pb_grpc.CustomerServiceStub], metadata: tuple[tuple[str, str], ...]
+) -> tuple[list[float], list[str]]:
+    def stub(index: int) -> pb_grpc.CustomerServiceStub:
+        return stubs[index % len(stubs)]
+
+    created: list[str] = [""] * len(share.people)
+
+    async def create(index: int) -> None:
+        person = share.people[index]
+        reply = await stub(index).CreateCustomer(
+            pb.CreateCustomerRequest(customer=_pb_customer(person), request_id=f"bench-{person.member_id}"),
+            metadata=metadata,
+        )
+        created[index] = reply.customer.customer_id
+
+    async def read(index: int) -> None:
+        await stub(index).GetCustomer(pb.GetCustomerRequest(customer_id=share.customer_ids[index]), metadata=metadata)
+
+    async def find(index: int) -> None:
+        reply = await stub(index).FindCustomers(
+            pb.FindCustomersRequest(mobile="+86 " + share.people[index].mobile), metadata=metadata
+        )
+        assert len(reply.customers) == 1
+
+    call = {"create": create, "read": read, "find": find}[share.operation]
+    count = len(share.customer_ids) if share.operation == "read" else len(share.people)
+    latencies = await _drive(count, share.concurrency, call)
+    return latencies, created
+
+
+def _run_share_blocking(share: Share) -> tuple[list[float], list[str]]:
+    return asyncio.run(_run_share(share))
+
+
+def grpc_figures(
+    server: ServerProcess, people: list[Person], reads: int, concurrency: int, client_processes: int
+) -> list[Result]:
+    context = multiprocessing.get_context("spawn")
+    results: list[Result] = []
+    with context.Pool(client_processes) as pool:
+
+        def phase(name: str, operation: str, groups: list[list[Person]], ids: list[list[str]]) -> list[str]:
+            shares = [
+                Share(server.address, server.token, operation, group, id_group, concurrency // client_processes)
+                for group, id_group in zip(groups, ids, strict=True)
+            ]
+            started = time.perf_counter()
+            outcomes = pool.map(_run_share_blocking, shares)
+            seconds = time.perf_counter() - started
+            latencies = [value for outcome in outcomes for value in outcome[0]]
+            results.append(Result(name, len(latencies), seconds, latencies))
+            return [cid for outcome in outcomes for cid in outcome[1]]
+
+        split = [people[n::client_processes] for n in range(client_processes)]
+        ordered_people = [person for group in split for person in group]
+        customer_ids = phase("grpc create", "create", split, [[] for _ in split])
+        owner = dict(zip((p.member_id for p in ordered_people), customer_ids, strict=True))
+        rng = random.Random(1)
+        sample = [people[rng.randrange(len(people))] for _ in range(reads)]
+        groups = [sample[n::client_processes] for n in range(client_processes)]
+        phase("grpc read", "read", [[] for _ in groups], [[owner[p.member_id] for p in g] for g in groups])
+        phase("grpc find (mobile)", "find", groups, [[] for _ in groups])
+    return results
+
+
+def in_process_figures(data_dir: Path, people: Sequence[Person], reads: int) -> list[Result]:
+    settings = Settings(data_dir=data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database.from_url(settings.effective_database_url)
+    upgrade(database.engine)
+    vault = Vault.open(settings, database=database)
+    service = vault.customers
+    results: list[Result] = []
+    ids: list[str] = []
+
+    def timed(name: str, count: int, op: Callable[[int], object]) -> None:
+        latencies = []
+        started = time.perf_counter()
+        for index in range(count):
+            t0 = time.perf_counter()
+            op(index)
+            latencies.append(time.perf_counter() - t0)
+        results.append(Result(name, count, time.perf_counter() - started, latencies))
+
+    timed(
+        "in-process create",
+        len(people),
+        lambda i: ids.append(service.create("bench", f"b-{i}", _profile(people[i])).customer_id),
+    )
+    rng = random.Random(1)
+    order = [rng.randrange(len(people)) for _ in range(reads)]
+    timed("in-process read", reads, lambda i: service.get(ids[order[i]]))
+    timed(
+        "in-process find (mobile)",
+        reads,
+        lambda i: service.find(IdentifierKind.MOBILE, "+86 " + people[order[i]].mobile),
+    )
+    vault.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--creates", type=int, default=5000)
+    parser.add_argument("--reads", type=int, default=10000)
+    parser.add_argument("--concurrency", type=int, default=16, help="in-flight RPCs, over all client processes")
+    parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--server-processes", type=int, default=2)
+    args = parser.parse_args()
+    people = People(seed=11).many(args.creates)
+    with tempfile.TemporaryDirectory(prefix="piivault-bench-") as scratch:
+        root = Path(scratch)
+        server_env = {"PIIVAULT_LOG_LEVEL": "warning", "PIIVAULT_PROCESSES": str(args.server_processes)}
+        with ServerProcess(root / "grpc", server_env) as server:
+            over_grpc = grpc_figures(server, people, args.reads, args.concurrency, args.client_processes)
+        direct = in_process_figures(root / "direct", people, args.reads)
+    print(
+        f"piivault CustomerService benchmark — SQLite + local keyring; {os.cpu_count()} CPUs; gRPC: "
+        f"{args.server_processes} server processes, {args.client_processes} client processes, "
+        f"{args.concurrency} RPCs in flight"
+    )
+    print(f"{'operation':<24}{'count':>8}{'ops/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
+    for result in over_grpc + direct:
+        print(result.row())
+    print("gRPC cost ratio (in-process ops/s ÷ gRPC ops/s):")
+    for remote, local in zip(over_grpc, direct, strict=True):
+        print(f"  {remote.name.removeprefix('grpc '):<22}{local.rate / remote.rate:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

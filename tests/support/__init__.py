@@ -1,0 +1,1 @@
+"""Shared test helpers: synthetic people, running servers, database fixtures."""

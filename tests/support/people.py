@@ -1,0 +1,54 @@
+"""Synthetic customers (Faker zh_CN plus generated identifiers with valid check digits). Never real data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+
+from faker import Faker
+from stdnum.cn import ric
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    mobile: str  # 11-digit national form, e.g. 13912345678
+    email: str
+    national_id: str
+    birth_date: str
+    address: str
+    member_id: str
+
+
+def national_id(birth: dt.date, sequence: int) -> str:
+    body = "110105" + birth.strftime("%Y%m%d") + f"{sequence:03d}"
+    return body + ric.calc_check_digit(body + "0")
+
+
+class People:
+    """Deterministic stream of distinct synthetic people (unique mobile, email, id and member number)."""
+
+    def __init__(self, seed: int = 7) -> None:
+        self._rng = random.Random(seed)
+        self._faker = Faker("zh_CN")
+        self._faker.seed_instance(seed)
+        self._serial = 0
+
+    def next(self) -> Person:
+        self._serial += 1
+        n = self._serial
+        # Birth date and sequence number both derive from the serial, so ids stay unique for 20 million people.
+        birth = dt.date(1950, 1, 1) + dt.timedelta(days=n % 20_000)
+        return Person(
+            name=self._faker.name(),
+            mobile=f"139{n:08d}",
+            email=f"user{n}.{self._rng.randrange(10**6)}@example.test",
+            national_id=national_id(birth, (n // 20_000) % 1000),
+            birth_date=birth.isoformat(),
+            address=self._faker.address(),
+            member_id=f"M{n:09d}",
+        )
+
+    def many(self, count: int) -> list[Person]:
+        return [self.next() for _ in range(count)]
