@@ -116,18 +116,18 @@ async def _run_share(share: Share) -> tuple[list[float], list[str]]:
         grpc.aio.insecure_channel(share.address, options=[("grpc.use_local_subchannel_pool", 1)])
         for _ in range(_CONNECTIONS_PER_CLIENT)
     ]
-    stubs = [pb_grpc.CustomerServiceStub(channel) for channel in channels]
+    stubs = [pb_grpc.CustomerServiceAsyncStub(channel) for channel in channels]
     try:
         return await _run_calls(share, stubs, metadata)
     finally:
         for channel in channels:
-            await channel.close()
+            await channel.close(None)
 
 
 async def _run_calls(
-    share: Share, stubs: list[pb_grpc.CustomerServiceStub], metadata: tuple[tuple[str, str], ...]
+    share: Share, stubs: list[pb_grpc.CustomerServiceAsyncStub], metadata: tuple[tuple[str, str], ...]
 ) -> tuple[list[float], list[str]]:
-    def stub(index: int) -> pb_grpc.CustomerServiceStub:
+    def stub(index: int) -> pb_grpc.CustomerServiceAsyncStub:
         return stubs[index % len(stubs)]
 
     created: list[str] = [""] * len(share.people)

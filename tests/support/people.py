@@ -29,11 +29,11 @@ def national_id(birth: dt.date, sequence: int) -> str:
 class People:
     """Deterministic stream of distinct synthetic people (unique mobile, email, id and member number)."""
 
-    def __init__(self, seed: int = 7) -> None:
+    def __init__(self, seed: int = 7, first_serial: int = 0) -> None:
         self._rng = random.Random(seed)
         self._faker = Faker("zh_CN")
         self._faker.seed_instance(seed)
-        self._serial = 0
+        self._serial = first_serial
 
     def next(self) -> Person:
         self._serial += 1

@@ -1,0 +1,171 @@
+"""Shared fixtures: databases (SQLite always; PostgreSQL when PIIVAULT_TEST_POSTGRES_URL is set), vaults, servers."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from piivault.v1 import customers_pb2_grpc as pb_grpc
+from tests.support.people import People
+from vault.api.server import RunningServer, start_server
+from vault.app import Vault
+from vault.auth.tokens import IssuedToken
+from vault.config import Settings
+from vault.keys.local import LocalKeyringProvider
+from vault.storage.db import Database, normalize_url
+from vault.storage.migrate import upgrade
+
+POSTGRES_ENV = "PIIVAULT_TEST_POSTGRES_URL"
+REQUIRE_POSTGRES_ENV = "PIIVAULT_REQUIRE_POSTGRES"  # set by .ci/run: a skipped PostgreSQL test fails the run
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under .ci/run a skipped PostgreSQL test, or none at all, fails the run."""
+    if not os.environ.get(REQUIRE_POSTGRES_ENV):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+
+    def postgres_reports(outcome: str) -> list[pytest.TestReport]:
+        return [r for r in reporter.stats.get(outcome, []) if "postgres" in getattr(r, "keywords", {})]
+
+    ran = postgres_reports("passed") + postgres_reports("failed")
+    skipped = postgres_reports("skipped")
+    reporter.write_line(f"PostgreSQL tests: {len(ran)} ran, {len(skipped)} skipped")
+    if skipped or not ran:
+        reporter.write_line("CI requires every PostgreSQL test to run")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get(POSTGRES_ENV):
+        return
+    if os.environ.get(REQUIRE_POSTGRES_ENV):
+        raise pytest.UsageError(f"{REQUIRE_POSTGRES_ENV} is set but {POSTGRES_ENV} is not: PostgreSQL tests must run")
+    skip = pytest.mark.skip(reason=f"{POSTGRES_ENV} is not set")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+class PostgresDatabases:
+    """Creates throw-away databases on the server named by PIIVAULT_TEST_POSTGRES_URL and drops them afterwards."""
+
+    def __init__(self, admin_url: str) -> None:
+        parsed = make_url(normalize_url(admin_url))
+        self._admin = parsed
+        self._created: list[str] = []
+
+    def _admin_connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        url = self._admin
+        return psycopg.connect(
+            host=url.host or "127.0.0.1",
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            dbname=url.database or "postgres",
+            autocommit=True,
+        )
+
+    def create(self) -> str:
+        name = "piivault_test_" + secrets.token_hex(6)
+        with self._admin_connect() as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        self._created.append(name)
+        return self._admin.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        with self._admin_connect() as connection:
+            for name in self._created:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._created.clear()
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases]:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_ENV} is not set")
+    databases = PostgresDatabases(url)
+    yield databases
+    databases.drop_all()
+
+
+def _sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'piivault.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return _sqlite_url(tmp_path)
+    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
+    return databases.create()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return _sqlite_url(tmp_path)
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database.from_url(database_url)
+    upgrade(db.engine)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "var", local_kek=base64.b64encode(secrets.token_bytes(32)).decode())
+
+
+@pytest.fixture
+def vault(settings: Settings, database: Database) -> Iterator[Vault]:
+    assert settings.local_kek is not None
+    opened = Vault.open(settings, database=database, provider=LocalKeyringProvider.from_env_kek(settings.local_kek))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def people() -> People:
+    return People(seed=3)
+
+
+@pytest.fixture
+def server(vault: Vault) -> Iterator[RunningServer]:
+    running = start_server(vault, "127.0.0.1:0")
+    yield running
+    running.stop(grace=1)
+
+
+@pytest.fixture
+def service_token(vault: Vault) -> IssuedToken:
+    return vault.tokens.create("pos-test", "service")
+
+
+@pytest.fixture
+def channel(server: RunningServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as opened:
+        yield opened
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> pb_grpc.CustomerServiceStub:
+    return pb_grpc.CustomerServiceStub(channel)
+
+
+@pytest.fixture
+def auth(service_token: IssuedToken) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {service_token.secret}"),)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+from vault.crypto import CryptoError, FieldCipher, FieldContext, KeyWrapCipher, Mac, SecretKey, key_ref_of
+
+PLAINTEXT = "张伟 13800138000".encode()
+HERE = FieldContext("customers", "id-a", "name")
+
+
+def test_round_trip_and_random_nonces() -> None:
+    cipher = FieldCipher(SecretKey.generate(), key_ref=1)
+    first, second = cipher.encrypt(PLAINTEXT, HERE), cipher.encrypt(PLAINTEXT, HERE)
+    assert first != second
+    assert cipher.decrypt(first, HERE) == PLAINTEXT
+    assert PLAINTEXT not in first
+    assert first[0] == 0x01 and key_ref_of(first) == 1
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        FieldContext("customers", "id-b", "name"),
+        FieldContext("customers", "id-a", "address"),
+        FieldContext("purchases", "id-a", "name"),
+    ],
+    ids=["other-row", "other-field", "other-table"],
+)
+def test_ciphertext_moved_elsewhere_fails(elsewhere: FieldContext) -> None:
+    cipher = FieldCipher(SecretKey.generate(), key_ref=1)
+    token = cipher.encrypt(PLAINTEXT, HERE)
+    with pytest.raises(CryptoError):
+        cipher.decrypt(token, elsewhere)
+
+
+def test_every_single_byte_flip_is_detected() -> None:
+    cipher = FieldCipher(SecretKey.generate(), key_ref=1)
+    token = cipher.encrypt(PLAINTEXT, HERE)
+    for index in range(len(token)):
+        tampered = bytearray(token)
+        tampered[index] ^= 0x01
+        with pytest.raises(CryptoError):
+            cipher.decrypt(bytes(tampered), HERE)
+
+
+def test_wrong_key_truncation_and_forged_key_ref_fail() -> None:
+    key = SecretKey.generate()
+    token = FieldCipher(key, key_ref=1).encrypt(PLAINTEXT, HERE)
+    with pytest.raises(CryptoError):
+        FieldCipher(SecretKey.generate(), key_ref=1).decrypt(token, HERE)
+    with pytest.raises(CryptoError):
+        FieldCipher(key, key_ref=1).decrypt(token[:20], HERE)
+    with pytest.raises(CryptoError):
+        FieldCipher(key, key_ref=2).decrypt(token, HERE)
+
+
+def test_key_wrap_binds_associated_data() -> None:
+    kek = KeyWrapCipher(SecretKey.generate())
+    dek = SecretKey.generate()
+    wrapped = kek.wrap(dek, b"ctx")
+    assert kek.unwrap(wrapped, b"ctx") == dek
+    with pytest.raises(CryptoError):
+        kek.unwrap(wrapped, b"other")
+
+
+def test_secrets_never_print() -> None:
+    key = SecretKey.generate()
+    for text in (repr(key), str(key), repr(FieldCipher(key, 1)), repr(Mac(key)), repr(KeyWrapCipher(key))):
+        assert key.reveal().hex() not in text
+        assert "secure" in text
+
+
+def test_mac_is_keyed_and_domain_separated() -> None:
+    key = SecretKey.generate()
+    assert Mac(key).digest("mobile", b"+8613800138000") != Mac(SecretKey.generate()).digest("mobile", b"+8613800138000")
+    assert Mac(key).digest("mobile", b"x") != Mac(key).digest("email", b"x")
+    assert Mac(key).digest("mobile", b"x") == Mac(key).digest("mobile", b"x")
