@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 
@@ -116,7 +117,8 @@ async def _run_share(share: Share) -> tuple[list[float], list[str]]:
         grpc.aio.insecure_channel(share.address, options=[("grpc.use_local_subchannel_pool", 1)])
         for _ in range(_CONNECTIONS_PER_CLIENT)
     ]
-    stubs = [pb_grpc.CustomerServiceAsyncStub(channel) for channel in channels]
+    # At run time the generated stub class serves aio channels too; the AsyncStub name exists only for typing.
+    stubs = [cast("pb_grpc.CustomerServiceAsyncStub", pb_grpc.CustomerServiceStub(channel)) for channel in channels]  # type: ignore[redundant-cast]
     try:
         return await _run_calls(share, stubs, metadata)
     finally:
@@ -233,11 +235,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="in-flight RPCs, over all client processes")
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--server-processes", type=int, default=2)
+    parser.add_argument("--server-workers", type=int, default=1, help="RPC threads per server process")
     args = parser.parse_args()
     people = People(seed=11).many(args.creates)
     with tempfile.TemporaryDirectory(prefix="piivault-bench-") as scratch:
         root = Path(scratch)
-        server_env = {"PIIVAULT_LOG_LEVEL": "warning", "PIIVAULT_PROCESSES": str(args.server_processes)}
+        server_env = {
+            "PIIVAULT_LOG_LEVEL": "warning",
+            "PIIVAULT_PROCESSES": str(args.server_processes),
+            "PIIVAULT_WORKERS": str(args.server_workers),
+        }
         with ServerProcess(root / "grpc", server_env) as server:
             over_grpc = grpc_figures(server, people, args.reads, args.concurrency, args.client_processes)
         direct = in_process_figures(root / "direct", people, args.reads)

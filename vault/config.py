@@ -20,7 +20,7 @@ class Settings:
     key_provider: str = "local"
     local_kek: str | None = field(default=None, repr=False)
     max_receive_bytes: int = 4 * 1024 * 1024
-    workers: int = 16
+    workers: int = 4
     processes: int = 1
     dek_cache_size: int = 100_000
     dek_cache_ttl_seconds: float = 300.0

@@ -62,6 +62,7 @@ def upgrade() -> None:
         sa.Column("customer_id", sa.String(length=36), nullable=False),
         sa.Column("create_time", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("key_digest", name=op.f("pk_idempotency_keys")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_idempotency_keys_customer_id"), ["customer_id"], unique=False)
@@ -86,6 +87,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("digest", "kind", name=op.f("pk_blind_indexes")),
+        sqlite_with_rowid=False,
     )
     with op.batch_alter_table("blind_indexes", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_blind_indexes_customer_id"), ["customer_id"], unique=False)

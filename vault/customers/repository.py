@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, insert, select, updat
 from sqlalchemy.sql.dml import Update
 
 from vault.customers.models import IdentifierKind
+from vault.storage.group_commit import Inserts
 from vault.storage.models import Base, BlindIndexRow, CustomerRow, IdempotencyRow
 
 _customers = Base.metadata.tables[CustomerRow.__tablename__]
@@ -101,3 +102,15 @@ def get_idempotency(connection: Connection, key_digest: bytes) -> Row[Any] | Non
 
 def insert_idempotency(connection: Connection, values: dict[str, Any]) -> None:
     connection.execute(_INSERT_IDEMPOTENCY, values)
+
+
+def customer_inserts(
+    values: dict[str, Any], customer_id: str, digests: Sequence[tuple[IdentifierKind, bytes]]
+) -> Inserts:
+    """A new customer and its blind indexes, as rows the group committer can merge with other creates."""
+    index_rows = tuple({"digest": d, "kind": k.value, "customer_id": customer_id} for k, d in digests)
+    return Inserts(((_customers, (values,)), (_indexes, index_rows)))
+
+
+def with_idempotency(inserts: Inserts, row: dict[str, Any]) -> Inserts:
+    return Inserts(((_idempotency, (row,)), *inserts.rows))

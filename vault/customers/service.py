@@ -120,23 +120,12 @@ class CustomerService:
             **self._encrypt(dek, customer_id, profile, PERSONAL_FIELDS),
         }
 
-        def write(connection: Connection) -> None:
-            if request_key is not None:
-                # First, so that a replay fails before anything else is written.
-                repo.insert_idempotency(
-                    connection,
-                    {
-                        "key_digest": request_key,
-                        "request_digest": fingerprint,
-                        "customer_id": customer_id,
-                        "create_time": now,
-                    },
-                )
-            repo.insert_customer(connection, values)
-            repo.insert_indexes(connection, customer_id, digests)
-
+        rows = repo.customer_inserts(values, customer_id, digests)
+        if request_key is not None:
+            idempotency = {"key_digest": request_key, "request_digest": fingerprint, "customer_id": customer_id}
+            rows = repo.with_idempotency(rows, {**idempotency, "create_time": now})
         try:
-            self._writer.submit(write)
+            self._writer.submit(rows)
         except SqlIntegrityError:
             # The happy path runs no pre-checks: unique keys decide, and only a loser pays for finding out why.
             return self._explain_conflict(request_key, fingerprint, digests)

@@ -1,99 +1,151 @@
-"""Group commit: one writer thread turns many concurrent write requests into one transaction.
+"""Group commit: many concurrent write requests, one transaction.
 
-A commit is the expensive part of a small write (a WAL append on SQLite, an fsync on PostgreSQL), so the writer takes
-every request already queued — no artificial delay — and commits them together. Each request runs inside its own
-savepoint: a request that fails (a unique key taken, a stale version) rolls back alone and gets its own error, while
-the others commit. A caller's ``submit`` returns only after the commit that holds its work, so an acknowledged write
-is durable (to the database's durability setting); if that commit fails, every request in the batch gets the error
-and nothing of any of them was written.
+A commit is the expensive part of a small write (a WAL append on SQLite, an fsync on PostgreSQL), so writes are
+committed in groups. There is no writer thread: the caller that finds no commit in progress becomes the leader, takes
+every request queued so far (its own included) and commits them together; callers that arrive meanwhile queue up and
+the next leader takes them. A lone caller therefore pays no thread hand-off, and a busy server batches naturally,
+with no artificial delay.
 
-The single writer is also the natural place to serialise anything that must be ordered, such as a hash chain.
+Each request first runs in the shared transaction without a savepoint (a savepoint per request measured as 40% of a
+create's database time). If any request fails, the transaction is rolled back and the group is run again with a
+savepoint per request, so a failing request (a unique key taken, a stale version) rolls back alone and gets its own
+error while the others commit. Request functions must therefore only touch the database they are given.
+
+``submit`` returns only after the commit that holds the work, so an acknowledged write is durable (to the database's
+durability setting). If that commit fails, every request in the group gets the error and none of them was written.
+The leader's lock also makes this the natural place to serialise anything that must be ordered, such as a hash chain.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table, insert
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql import Insert
+from sqlalchemy.sql.ddl import sort_tables
 
 from vault.storage.db import Database
 
 T = TypeVar("T")
-MAX_BATCH = 64
+MAX_BATCH = 128
+
+
+@dataclass(frozen=True)
+class Inserts:
+    """A write made only of inserts. The leader merges the rows of every such request in a group into one
+    multi-row insert per table, which measured several times cheaper than a statement per request."""
+
+    rows: tuple[tuple[Table, tuple[dict[str, Any], ...]], ...]
+
+    def __repr__(self) -> str:
+        return f"Inserts(tables={[table.name for table, _ in self.rows]}, rows=[secure])"
+
+
+@cache
+def _insert(table: Table) -> Insert:
+    return insert(table)
+
+
+def _execute_inserts(connection: Connection, groups: list[Inserts]) -> None:
+    merged: dict[Table, list[dict[str, Any]]] = {}
+    for group in groups:
+        for table, rows in group.rows:
+            merged.setdefault(table, []).extend(rows)
+    for table in _ordered(frozenset(merged)):
+        connection.execute(_insert(table), merged[table])
+
+
+@cache
+def _ordered(tables: frozenset[Table]) -> list[Table]:
+    """Parents before children, for foreign keys."""
+    return sort_tables(tables)
 
 
 @dataclass(eq=False)
 class _Job(Generic[T]):
-    work: Callable[[Connection], T]
-    done: threading.Event = field(default_factory=threading.Event)
+    work: Callable[[Connection], T] | Inserts
+    done: bool = False
     result: T | None = None
-    error: BaseException | None = None
+    error: BaseException | None = field(default=None)
 
 
 class GroupCommitter:
     def __init__(self, database: Database, max_batch: int = MAX_BATCH) -> None:
         self._database = database
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self._thread.start()
+        self._pending: deque[_Job[Any]] = deque()
+        self._leader = threading.Lock()
         self.batches = 0
         self.jobs = 0
 
-    def submit(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in a savepoint of the next group transaction; return its result once committed."""
+    def submit(self, work: Callable[[Connection], T] | Inserts) -> T:
+        """Run ``work`` inside the next group transaction; return its result once that transaction has committed."""
         job: _Job[T] = _Job(work)
-        self._queue.put(job)
-        job.done.wait()
+        self._pending.append(job)
+        while not job.done:
+            with self._leader:
+                if not job.done:
+                    self._commit(self._take())
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        """Nothing to stop: there is no background thread."""
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # finish this batch, then stop
-                    break
-                batch.append(item)
-            self._commit(batch)
+    def _take(self) -> list[_Job[Any]]:
+        batch: list[_Job[Any]] = []
+        while self._pending and len(batch) < self._max_batch:
+            batch.append(self._pending.popleft())
+        return batch
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
         try:
-            with self._database.write() as connection:
-                for job in batch:
-                    savepoint = connection.begin_nested()
-                    try:
-                        job.result = job.work(connection)
-                    except OperationalError:
-                        raise  # the connection or database is in trouble: fail the whole batch
-                    except BaseException as error:  # noqa: BLE001 - handed to the caller, who re-raises it
-                        savepoint.rollback()
-                        job.error = error
-                    else:
-                        savepoint.commit()
-        except BaseException as error:  # noqa: BLE001 - every waiting caller gets it; the writer must survive
+            try:
+                self._run(batch, isolated=False)
+            except OperationalError:
+                raise
+            except Exception:  # noqa: BLE001 - one request failed: redo the group with a savepoint per request
+                self._run(batch, isolated=True)
+        except BaseException as error:  # noqa: BLE001 - every caller in the group gets it
             for job in batch:
                 job.result = None
                 job.error = job.error or error
         self.batches += 1
         self.jobs += len(batch)
         for job in batch:
-            job.done.set()
+            job.done = True
+
+    def _run(self, batch: list[_Job[Any]], *, isolated: bool) -> None:
+        for job in batch:
+            job.result, job.error = None, None
+        with self._database.write() as connection:
+            if not isolated:
+                inserts: list[Inserts] = []
+                for job in batch:
+                    if isinstance(job.work, Inserts):
+                        inserts.append(job.work)
+                    else:
+                        job.result = job.work(connection)
+                _execute_inserts(connection, inserts)
+                return
+            for job in batch:
+                savepoint = connection.begin_nested()
+                try:
+                    if isinstance(job.work, Inserts):
+                        _execute_inserts(connection, [job.work])
+                    else:
+                        job.result = job.work(connection)
+                except OperationalError:
+                    raise  # the connection or database is in trouble: fail the whole group
+                except Exception as error:  # noqa: BLE001 - handed to the caller, who re-raises it
+                    savepoint.rollback()
+                    job.error = error
+                else:
+                    savepoint.commit()

@@ -70,6 +70,8 @@ class BlindIndexRow(Base):
     """Keyed HMAC of one canonical identifier. The primary key makes identifiers unique among live customers."""
 
     __tablename__ = "blind_indexes"
+    # SQLite: store rows in the primary-key B-tree itself; a rowid table would write two B-trees per insert.
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     # digest leads the key: lookups are by digest (HMAC domain separation already makes digests differ per kind).
     digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
@@ -83,6 +85,7 @@ class IdempotencyRow(Base):
     """A CreateCustomer request_id (keyed digest of principal + id) and a keyed fingerprint of its canonical body."""
 
     __tablename__ = "idempotency_keys"
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     key_digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     request_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
