@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.support.people import People, Person
-from tests.support.scan import find_in_bytes, needles, sqlite_files, table_dump
+from tests.support.scan import find_in_bytes, needles, pg_dump, sqlite_files, table_dump
 from vault.app import Vault
 from vault.customers.models import ExternalRef, Gender, IdentifierKind, Profile
 from vault.errors import (
@@ -212,6 +212,10 @@ def test_no_plaintext_at_rest(vault: Vault, people: People, database_url: str) -
     if database_url.startswith("sqlite"):
         database_file = Path(database_url.removeprefix("sqlite:///"))
         assert find_in_bytes(sqlite_files(database_file), wanted) == []
+    else:
+        dump = pg_dump(database_url)
+        assert b"COPY public.customers" in dump
+        assert find_in_bytes(dump, wanted) == []
 
 
 def test_the_scanner_finds_plaintext_when_there_is_some(people: People) -> None:

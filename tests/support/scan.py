@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, select
+from sqlalchemy.engine import make_url
 
 from tests.support.people import Person
 
@@ -27,6 +30,7 @@ def needles(people: Iterable[Person]) -> dict[str, bytes]:
             for encoding in ("utf-8", "utf-16-le", "gb18030"):
                 found[f"{label}/{encoding}:{value}"] = value.encode(encoding)
             found[f"{label}/base64:{value}"] = base64.b64encode(value.encode())
+            found[f"{label}/hex:{value}"] = value.encode().hex().encode()  # how pg_dump shows bytea
     return found
 
 
@@ -58,3 +62,24 @@ def table_dump(engine: Engine) -> bytes:
                     else:
                         parts.append(str(value).encode())
     return b"\x00".join(parts)
+
+
+def pg_dump(url: str) -> bytes:
+    """A real ``pg_dump`` of the database (custom format is compressed, so plain SQL is used)."""
+    parsed = make_url(url)
+    done = subprocess.run(
+        [
+            "pg_dump",
+            "--no-owner",
+            f"--host={parsed.host or '127.0.0.1'}",
+            f"--port={parsed.port or 5432}",
+            f"--username={parsed.username or 'postgres'}",
+            str(parsed.database),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "PGPASSWORD": parsed.password or ""},
+    )
+    return done.stdout
+
