@@ -228,12 +228,70 @@ def in_process_figures(data_dir: Path, people: Sequence[Person], reads: int) -> 
     return results
 
 
+@dataclass
+class ProviderFigures:
+    provider: str
+    creates_per_second: float
+    calls_per_1000_creates: float
+    reads_per_second: float
+    calls_per_1000_reads: float
+
+
+def provider_figures(data_dir: Path, people: Sequence[Person], reads: int) -> list[ProviderFigures]:
+    """The same in-process creates and (cached) reads with the local keyring and with Vault Transit, in one run.
+
+    Vault Transit is the Transit-API test server in this process, reached over HTTP through hvac, so the figures
+    include a real HTTP round trip per Vault call (on loopback).
+    """
+    from tests.transit_server import TransitServer
+    from vault.keys.local import LocalKeyringProvider
+    from vault.keys.vault_transit import VaultTransitKeyProvider
+
+    figures: list[ProviderFigures] = []
+    with TransitServer() as transit:
+        for name in ("local", "vault-transit"):
+            settings = Settings(data_dir=data_dir / name)
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            database = Database.from_url(settings.effective_database_url)
+            upgrade(database.engine)
+            provider = (
+                LocalKeyringProvider.open_or_create(settings.keyring_path)
+                if name == "local"
+                else VaultTransitKeyProvider.connect(transit.url, token=transit.root_token)
+            )
+            vault = Vault.open(settings, database=database, provider=provider)
+            calls = provider.calls
+            started = time.perf_counter()
+            ids = [vault.customers.create("bench", "", _profile(p)).customer_id for p in people]
+            create_seconds = time.perf_counter() - started
+            create_calls = provider.calls - calls
+            rng = random.Random(3)
+            calls = provider.calls
+            started = time.perf_counter()
+            for _ in range(reads):
+                vault.customers.get(ids[rng.randrange(len(ids))])
+            read_seconds = time.perf_counter() - started
+            read_calls = provider.calls - calls
+            vault.close()
+            figures.append(
+                ProviderFigures(
+                    name,
+                    len(ids) / create_seconds,
+                    1000 * create_calls / len(ids),
+                    reads / read_seconds,
+                    1000 * read_calls / reads,
+                )
+            )
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--creates", type=int, default=5000)
     parser.add_argument("--reads", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, default=16, help="in-flight RPCs, over all client processes")
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--provider-creates", type=int, default=2000, help="creates for the key-provider comparison")
     parser.add_argument("--server-processes", type=int, default=2)
     parser.add_argument("--server-workers", type=int, default=1, help="RPC threads per server process")
     args = parser.parse_args()
@@ -248,6 +306,7 @@ def main() -> None:
         with ServerProcess(root / "grpc", server_env) as server:
             over_grpc = grpc_figures(server, people, args.reads, args.concurrency, args.client_processes)
         direct = in_process_figures(root / "direct", people, args.reads)
+        providers = provider_figures(root / "providers", people[: args.provider_creates], args.reads)
     print(
         f"piivault CustomerService benchmark — SQLite + local keyring; {os.cpu_count()} CPUs; gRPC: "
         f"{args.server_processes} server processes, {args.client_processes} client processes, "
@@ -259,6 +318,16 @@ def main() -> None:
     print("gRPC cost ratio (in-process ops/s ÷ gRPC ops/s):")
     for remote, local in zip(over_grpc, direct, strict=True):
         print(f"  {remote.name.removeprefix('grpc '):<22}{local.rate / remote.rate:>8.2f}x")
+    print("key providers, in-process (reads are of cached customers):")
+    print(f"{'provider':<16}{'creates/s':>11}{'calls/1k creates':>18}{'reads/s':>10}{'calls/1k reads':>16}")
+    for item in providers:
+        print(
+            f"{item.provider:<16}{item.creates_per_second:>11.0f}{item.calls_per_1000_creates:>18.1f}"
+            f"{item.reads_per_second:>10.0f}{item.calls_per_1000_reads:>16.2f}"
+        )
+    on_local, on_transit = providers
+    ratio = on_transit.creates_per_second / on_local.creates_per_second
+    print(f"creates/s, Vault Transit ÷ local keyring: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 from collections.abc import Iterator
@@ -15,11 +14,14 @@ from sqlalchemy.engine import make_url
 
 from piivault.v1 import customers_pb2_grpc as pb_grpc
 from tests.support.people import People
+from tests.transit_server import TransitServer
 from vault.api.server import RunningServer, start_server
 from vault.app import Vault
 from vault.auth.tokens import IssuedToken
 from vault.config import Settings
 from vault.keys.local import LocalKeyringProvider
+from vault.keys.provider import KeyProvider
+from vault.keys.vault_transit import VaultTransitKeyProvider
 from vault.storage.db import Database, normalize_url
 from vault.storage.migrate import upgrade
 
@@ -127,13 +129,33 @@ def database(database_url: str) -> Iterator[Database]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "var", local_kek=base64.b64encode(secrets.token_bytes(32)).decode())
+    return Settings(data_dir=tmp_path / "var")
+
+
+@pytest.fixture(scope="session")
+def transit_server() -> Iterator[TransitServer]:
+    with TransitServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["local", "vault-transit"])
+def key_provider(request: pytest.FixtureRequest, settings: Settings) -> Iterator[KeyProvider]:
+    """Every test that uses a vault runs once with the local keyring and once with Vault Transit (test server)."""
+    provider: KeyProvider
+    if request.param == "local":
+        provider = LocalKeyringProvider.open_or_create(settings.keyring_path)
+    else:
+        server: TransitServer = request.getfixturevalue("transit_server")
+        # A key per test, so that one test's rotation cannot leak into another.
+        key_name = "piivault-kek-" + secrets.token_hex(4)
+        provider = VaultTransitKeyProvider.connect(server.url, token=server.root_token, key_name=key_name)
+    yield provider
+    provider.close()
 
 
 @pytest.fixture
-def vault(settings: Settings, database: Database) -> Iterator[Vault]:
-    assert settings.local_kek is not None
-    opened = Vault.open(settings, database=database, provider=LocalKeyringProvider.from_env_kek(settings.local_kek))
+def vault(settings: Settings, database: Database, key_provider: KeyProvider) -> Iterator[Vault]:
+    opened = Vault.open(settings, database=database, provider=key_provider)
     yield opened
     opened.close()
 

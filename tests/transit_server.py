@@ -1708,6 +1708,8 @@ def _unknown_field_warnings(route: _Route, body: JSONObject, params: Mapping[str
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # Python's default backlog of 5 makes concurrent clients retry their connection after a second.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], vault: _Vault) -> None:
         super().__init__(address, _RequestHandler)

@@ -4,26 +4,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
+
 from vault.auth.tokens import TokenService
-from vault.config import ConfigError, Settings
+from vault.config import Settings
 from vault.crypto import Mac
+from vault.customers.erasure import CryptoShredder, ErasureLedgerFile
 from vault.customers.service import CustomerService
 from vault.keys.data_keys import DataKeys
 from vault.keys.dek_cache import DekCache
 from vault.keys.local import LocalKeyringProvider
 from vault.keys.provider import KeyProvider
-from vault.keys.service_keys import BLIND_INDEX_KEY, REQUEST_MAC_KEY, load_service_keys
+from vault.keys.rotation import KeyRotation
+from vault.keys.service_keys import BLIND_INDEX_KEY, ERASURE_LEDGER_KEY, REQUEST_MAC_KEY, load_service_keys
 from vault.storage.db import Database
 from vault.storage.group_commit import GroupCommitter
 from vault.storage.migrate import require_current_schema
 
+_log = structlog.get_logger("piivault.app")
+
 
 def open_key_provider(settings: Settings) -> KeyProvider:
-    if settings.key_provider == "local":
-        if settings.local_kek:
-            return LocalKeyringProvider.from_env_kek(settings.local_kek)
-        return LocalKeyringProvider.open_or_create(settings.keyring_path)
-    raise ConfigError(f"PIIVAULT_KEY_PROVIDER={settings.key_provider} is not supported")
+    if settings.key_provider == "vault-transit":
+        from vault.keys.vault_transit import VaultTransitKeyProvider  # hvac is only imported when configured
+
+        return VaultTransitKeyProvider.connect(
+            url=settings.vault_addr,
+            mount=settings.transit_mount,
+            key_name=settings.transit_key,
+            token=settings.vault_token,
+            role_id=settings.vault_role_id,
+            secret_id=settings.vault_secret_id,
+            create_key=settings.transit_create_key,
+            timeout_seconds=settings.vault_timeout_seconds,
+            verify=settings.vault_ca_cert or True,
+        )
+    if settings.local_kek:
+        return LocalKeyringProvider.from_env_kek(settings.local_kek)
+    return LocalKeyringProvider.open_or_create(settings.keyring_path)
 
 
 @dataclass
@@ -35,24 +53,42 @@ class Vault:
     tokens: TokenService
     customers: CustomerService
     writer: GroupCommitter
+    keys: KeyRotation
+    shredder: CryptoShredder
+    owned: tuple[object, ...] = ()  # what open() created and close() must release; injected parts stay the caller's
 
     @classmethod
     def open(
         cls, settings: Settings, *, database: Database | None = None, provider: KeyProvider | None = None
     ) -> Vault:
-        database = database or Database.from_url(
-            settings.effective_database_url,
-            pool_size=settings.db_pool_size,
-            sqlite_synchronous=settings.sqlite_synchronous,
-        )
+        """Connect everything, then replay the erasure ledger — all before any port is opened."""
+        owned: list[object] = []
+        if database is None:
+            database = Database.from_url(
+                settings.effective_database_url,
+                pool_size=settings.db_pool_size,
+                sqlite_synchronous=settings.sqlite_synchronous,
+            )
+            owned.append(database)
         require_current_schema(database.engine)
-        provider = provider or open_key_provider(settings)
+        if provider is None:
+            provider = open_key_provider(settings)
+            owned.append(provider)
         service_keys = load_service_keys(database, provider)
         writer = GroupCommitter(database)
         data_keys = DataKeys(provider, DekCache(settings.dek_cache_size, settings.dek_cache_ttl_seconds))
         customers = CustomerService(
             database, writer, data_keys, Mac(service_keys[BLIND_INDEX_KEY]), Mac(service_keys[REQUEST_MAC_KEY])
         )
+        shredder = CryptoShredder(
+            database,
+            data_keys,
+            Mac(service_keys[ERASURE_LEDGER_KEY]),
+            ErasureLedgerFile(settings.effective_erasure_ledger_path),
+        )
+        replayed = shredder.replay()
+        if replayed:
+            _log.warning("erasure.ledger_reapplied", count=replayed)
         return cls(
             settings,
             database,
@@ -61,9 +97,14 @@ class Vault:
             TokenService(database, settings.token_cache_ttl_seconds),
             customers,
             writer,
+            KeyRotation(database, provider, data_keys),
+            shredder,
+            tuple(owned),
         )
 
     def close(self) -> None:
         self.writer.close()
-        self.provider.close()
-        self.database.dispose()
+        if self.provider in self.owned:
+            self.provider.close()
+        if self.database in self.owned:
+            self.database.dispose()

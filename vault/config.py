@@ -30,6 +30,16 @@ class Settings:
     log_level: str = "info"
     reflection: bool = True
     shutdown_grace_seconds: float = 10.0
+    erasure_ledger_path: Path | None = None
+    vault_addr: str = ""
+    vault_token: str | None = field(default=None, repr=False)
+    vault_role_id: str | None = field(default=None, repr=False)
+    vault_secret_id: str | None = field(default=None, repr=False)
+    vault_ca_cert: str | None = None
+    transit_mount: str = "transit"
+    transit_key: str = "piivault-kek"
+    transit_create_key: bool = True
+    vault_timeout_seconds: float = 1.5
 
     @property
     def effective_database_url(self) -> str:
@@ -38,6 +48,10 @@ class Settings:
     @property
     def keyring_path(self) -> Path:
         return self.data_dir / "keyring.json"
+
+    @property
+    def effective_erasure_ledger_path(self) -> Path:
+        return self.erasure_ledger_path or self.data_dir / "erasure-ledger.jsonl"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,7 +82,31 @@ class Settings:
             log_level=source.get("PIIVAULT_LOG_LEVEL", defaults.log_level).lower(),
             reflection=_bool(source, "PIIVAULT_REFLECTION", defaults.reflection),
             shutdown_grace_seconds=_float(source, "PIIVAULT_SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace_seconds),
-        )
+            erasure_ledger_path=Path(source["PIIVAULT_ERASURE_LEDGER"])
+            if source.get("PIIVAULT_ERASURE_LEDGER")
+            else None,
+            vault_addr=source.get("VAULT_ADDR", ""),
+            vault_token=source.get("VAULT_TOKEN") or None,
+            vault_role_id=source.get("VAULT_ROLE_ID") or None,
+            vault_secret_id=source.get("VAULT_SECRET_ID") or None,
+            vault_ca_cert=source.get("VAULT_CACERT") or None,
+            transit_mount=source.get("PIIVAULT_TRANSIT_MOUNT", defaults.transit_mount),
+            transit_key=source.get("PIIVAULT_TRANSIT_KEY", defaults.transit_key),
+            transit_create_key=_bool(source, "PIIVAULT_TRANSIT_CREATE_KEY", defaults.transit_create_key),
+            vault_timeout_seconds=_float(source, "PIIVAULT_VAULT_TIMEOUT_SECONDS", defaults.vault_timeout_seconds),
+        )._checked()
+
+    def _checked(self) -> Settings:
+        if self.key_provider == "vault-transit":
+            if not self.vault_addr:
+                raise ConfigError("VAULT_ADDR is required with PIIVAULT_KEY_PROVIDER=vault-transit")
+            if self.vault_token and self.vault_role_id:
+                raise ConfigError("set either VAULT_TOKEN or VAULT_ROLE_ID and VAULT_SECRET_ID, not both")
+            if not self.vault_token and not (self.vault_role_id and self.vault_secret_id):
+                raise ConfigError(
+                    "set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID, for the Vault Transit provider"
+                )
+        return self
 
 
 def _int(source: Mapping[str, str], name: str, default: int, minimum: int) -> int:

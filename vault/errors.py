@@ -6,6 +6,7 @@
     ├── AlreadyExists            an identifier already belongs to another live customer
     ├── IdempotencyConflict      a request_id reused with a different body
     ├── VersionConflict          expected_version is stale
+    ├── FailedPrecondition       the system is not in a state that allows the operation (the message says why)
     ├── Unauthenticated          missing, malformed, unknown or revoked token
     ├── PermissionDenied         the principal's role may not make this call
     ├── IntegrityError           a ciphertext failed authentication (tampered, or copied to another row/field)
@@ -73,6 +74,12 @@ class IdempotencyConflict(PiivaultError):
 
 class VersionConflict(PiivaultError):
     message = "the customer has changed since expected_version; read it again and retry"
+
+
+class FailedPrecondition(PiivaultError):
+    """The message is written by the raiser and must be free of personal data (counts and versions only)."""
+
+    message = "the operation is not allowed in the current state"
 
 
 class Unauthenticated(PiivaultError):

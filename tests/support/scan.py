@@ -82,4 +82,3 @@ def pg_dump(url: str) -> bytes:
         env={**os.environ, "PGPASSWORD": parsed.password or ""},
     )
     return done.stdout
-

@@ -41,7 +41,7 @@ def test_malformed_keyring_and_env_kek(tmp_path: Path) -> None:
     with pytest.raises(KeyringError, match="PIIVAULT_LOCAL_KEK"):
         LocalKeyringProvider.from_env_kek("too-short")
     provider = LocalKeyringProvider.from_env_kek(base64.b64encode(bytes(32)).decode())
-    assert provider.current_version() == 1
+    assert provider.status().latest_version == 1
 
 
 def test_a_dek_wrapped_by_another_kek_does_not_unwrap() -> None:
@@ -72,3 +72,24 @@ def test_dek_cache_bounds_expires_and_invalidates() -> None:
     cache.invalidate("c")
     assert cache.get("c", "wc") is None
     assert cache.hits == 2 and cache.misses == 4
+
+
+def test_local_rotation_is_seen_by_another_process_and_min_version_is_enforced(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    operator = LocalKeyringProvider.open_or_create(path)
+    server = LocalKeyringProvider.open_or_create(path)  # another process with the same keyring file
+    old = server.wrap([SecretKey.generate()])[0]
+    assert operator.rotate() == 2
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    fresh = server.wrap([SecretKey.generate()])[0]
+    assert fresh.kek_version == 2  # the server reloaded the rotated keyring
+    moved = server.rewrap([old])[0]
+    assert moved.kek_version == 2
+    assert server.unwrap([moved]) == server.unwrap([old])
+    operator.set_min_decryption_version(2)
+    with pytest.raises(CryptoError):
+        server.unwrap([old])
+    with pytest.raises(ValueError, match="minimum decryption version"):
+        operator.set_min_decryption_version(3)
+    with pytest.raises(KeyringError, match="cannot be rotated"):
+        LocalKeyringProvider.from_env_kek(base64.b64encode(bytes(32)).decode()).rotate()

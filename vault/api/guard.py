@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -63,7 +64,13 @@ class CallGuard(_Interceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        # Streaming methods get their own guard when the API first has one; until then nothing unguarded may run.
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._guard_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Client-streaming methods get their own guard when the API first has one; nothing unguarded may run.
         return None
 
     def _enter(self, method: str, context: grpc.ServicerContext) -> Any:
@@ -73,39 +80,68 @@ class CallGuard(_Interceptor):
 
     def _guard(self, method: str, behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-            started = time.perf_counter()
-            request_id = _request_id(context)
-            code = grpc.StatusCode.OK
-            principal_name = None
-            try:
+            with _CallRecord(method, context) as call:
                 token = self._enter(method, context)
-                principal_name = current_principal.get().name
+                call.principal = current_principal.get().name
                 try:
                     return behaviour(request, context)
                 finally:
                     current_principal.reset(token)
-            except PiivaultError as error:
-                code = status_code_of(error)
-                context.abort_with_status(to_status(error))
-            except Exception as error:
-                if _is_abort(error):
-                    raise
-                code = grpc.StatusCode.INTERNAL
-                _log.error("rpc.unexpected_error", rpc=method, error_type=type(error).__name__, request_id=request_id)
-                context.abort_with_status(internal_status())
-            finally:
-                _log.info(
-                    "rpc",
-                    rpc=method,
-                    code=code.name,
-                    principal=principal_name,
-                    request_id=request_id,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                )
+            return None  # reached only after the call was aborted
+
+        return guarded
+
+    def _guard_stream(
+        self, method: str, behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
+    ) -> Callable[..., Iterator[Any]]:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            with _CallRecord(method, context) as call:
+                token = self._enter(method, context)
+                call.principal = current_principal.get().name
+                try:
+                    yield from behaviour(request, context)
+                finally:
+                    current_principal.reset(token)
 
         return guarded
 
 
-def _is_abort(error: Exception) -> bool:
+class _CallRecord:
+    """Maps what a call raised to its status (aborting the call) and writes the one access-log line per call."""
+
+    def __init__(self, method: str, context: grpc.ServicerContext) -> None:
+        self.method = method
+        self.context = context
+        self.principal: str | None = None
+        self.request_id = _request_id(context)
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> _CallRecord:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if isinstance(error, PiivaultError):
+                self.code = status_code_of(error)
+                self.context.abort_with_status(to_status(error))
+            elif isinstance(error, Exception) and not _is_abort(error):
+                self.code = grpc.StatusCode.INTERNAL
+                _log.error(
+                    "rpc.unexpected_error", rpc=self.method, error_type=type(error).__name__, request_id=self.request_id
+                )
+                self.context.abort_with_status(internal_status())
+        finally:
+            _log.info(
+                "rpc",
+                rpc=self.method,
+                code=self.code.name,
+                principal=self.principal,
+                request_id=self.request_id,
+                duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
+            )
+
+
+def _is_abort(error: BaseException) -> bool:
     # context.abort raises a bare Exception subclass private to grpc; let it through untouched.
     return type(error).__module__.startswith("grpc")

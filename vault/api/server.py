@@ -15,15 +15,19 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from piivault.v1 import customers_pb2, customers_pb2_grpc
+from piivault.v1 import customers_pb2, customers_pb2_grpc, keys_pb2, keys_pb2_grpc
 from vault import logs
 from vault.api.customers import CustomerServicer
 from vault.api.guard import CallGuard
+from vault.api.keys import KeyServicer
 from vault.app import Vault
 from vault.config import Settings
 
 _log = structlog.get_logger("piivault.server")
-SERVICE_NAMES = (customers_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name,)
+SERVICE_NAMES = (
+    customers_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name,
+    keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+)
 
 
 @dataclass
@@ -53,6 +57,7 @@ def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = 
         maximum_concurrent_rpcs=settings.workers * 64,
     )
     customers_pb2_grpc.add_CustomerServiceServicer_to_server(CustomerServicer(vault.customers), server)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(vault.keys), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:

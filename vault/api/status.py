@@ -21,6 +21,7 @@ STATUS_OF: dict[type[errors.PiivaultError], grpc.StatusCode] = {
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.IdempotencyConflict: grpc.StatusCode.FAILED_PRECONDITION,
     errors.VersionConflict: grpc.StatusCode.ABORTED,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.IntegrityError: grpc.StatusCode.DATA_LOSS,

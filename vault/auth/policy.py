@@ -10,6 +10,7 @@ from vault.auth.tokens import Principal
 from vault.errors import PermissionDenied
 
 _CUSTOMER_WRITERS = frozenset({"service", "admin"})
+_ADMIN = frozenset({"admin"})
 
 ALLOWED_ROLES: dict[str, frozenset[str]] = {
     "/piivault.v1.CustomerService/CreateCustomer": _CUSTOMER_WRITERS,
@@ -17,6 +18,10 @@ ALLOWED_ROLES: dict[str, frozenset[str]] = {
     "/piivault.v1.CustomerService/UpdateCustomer": _CUSTOMER_WRITERS,
     "/piivault.v1.CustomerService/FindCustomers": _CUSTOMER_WRITERS,
     "/piivault.v1.CustomerService/ListCustomers": _CUSTOMER_WRITERS,
+    "/piivault.v1.KeyService/GetKeyStatus": _ADMIN,
+    "/piivault.v1.KeyService/RotateKek": _ADMIN,
+    "/piivault.v1.KeyService/RewrapKeys": _ADMIN,
+    "/piivault.v1.KeyService/SetMinDecryptionVersion": _ADMIN,
 }
 
 # Standard infrastructure services that carry no personal data; load balancers and `buf curl` call them unauthenticated.

@@ -11,14 +11,15 @@ import datetime as dt
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from vault.crypto import SecretKey
-from vault.keys.provider import KeyProvider, WrappedKey
+from vault.crypto import CryptoError, SecretKey
+from vault.keys.provider import KeyProvider, ProviderConfigError, WrappedKey
 from vault.storage.db import Database
 from vault.storage.models import ServiceKeyRow
 
 BLIND_INDEX_KEY = "blind-index/v1"
 REQUEST_MAC_KEY = "request-mac/v1"
-SERVICE_KEY_NAMES = (BLIND_INDEX_KEY, REQUEST_MAC_KEY)
+ERASURE_LEDGER_KEY = "erasure-ledger/v1"
+SERVICE_KEY_NAMES = (BLIND_INDEX_KEY, REQUEST_MAC_KEY, ERASURE_LEDGER_KEY)
 
 
 def load_service_keys(
@@ -41,7 +42,12 @@ def load_service_keys(
             except IntegrityError:
                 pass  # another replica created it first; we use theirs
         stored = _read(database, names)
-    unwrapped = provider.unwrap([stored[name] for name in names])
+    try:
+        unwrapped = provider.unwrap([stored[name] for name in names])
+    except CryptoError:
+        raise ProviderConfigError(
+            "the service keys in the database do not unwrap with this KEK: wrong keyring, Vault key or provider"
+        ) from None
     return dict(zip(names, unwrapped, strict=True))
 
 

@@ -115,3 +115,13 @@ class ServiceKeyRow(Base):
     wrapped_key: Mapped[str] = mapped_column(Text)
     kek_version: Mapped[int] = mapped_column(Integer)
     create_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class ErasureRow(Base):
+    """A crypto-shredded customer: a keyed digest of the id (never the id) and when. Mirrors the ledger file."""
+
+    __tablename__ = "erasure_ledger"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    subject_digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    erase_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)

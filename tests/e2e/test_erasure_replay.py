@@ -1,0 +1,55 @@
+"""A restored database copy cannot bring an erased customer back: the ledger is replayed before SERVING."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import grpc
+import pytest
+
+from piivault.v1 import customers_pb2 as pb
+from piivault.v1 import customers_pb2_grpc as pb_grpc
+from tests.support.people import People
+from tests.support.server import ServerProcess
+from vault.app import Vault
+from vault.config import Settings
+
+
+def test_restored_backup_is_re_erased_before_the_server_reports_serving(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path)
+    server.start()
+    people = People(seed=41).many(2)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.CustomerServiceStub(channel)
+        ids = [
+            stub.CreateCustomer(
+                pb.CreateCustomerRequest(customer=pb.Customer(name=p.name, mobile=p.mobile)), metadata=server.metadata
+            ).customer.customer_id
+            for p in people
+        ]
+    server.stop()
+    database_file = server.data_dir / "var" / "piivault.db"
+    shutil.copy(database_file, tmp_path / "backup.db")
+
+    settings = Settings(data_dir=server.data_dir / "var")
+    vault = Vault.open(settings)
+    assert vault.shredder.shred(ids[0])
+    vault.close()
+
+    shutil.copy(tmp_path / "backup.db", database_file)
+    for suffix in ("-wal", "-shm"):
+        Path(str(database_file) + suffix).unlink(missing_ok=True)
+    server.log_path.write_text("")
+    server.start()  # returns once the health check says SERVING
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.CustomerServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetCustomer(pb.GetCustomerRequest(customer_id=ids[0]), metadata=server.metadata)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        kept = stub.GetCustomer(pb.GetCustomerRequest(customer_id=ids[1]), metadata=server.metadata)
+        assert kept.customer.name == people[1].name
+    server.stop()
+    events = [json.loads(line)["event"] for line in server.log_path.read_text().splitlines()]
+    assert events.index("erasure.ledger_reapplied") < events.index("server.started")

@@ -1,0 +1,74 @@
+"""KeyService servicer: KEK status, online rotation with streamed progress, retiring old versions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from piivault.v1 import keys_pb2 as pb
+from piivault.v1 import keys_pb2_grpc as pb_grpc
+from vault.errors import FailedPrecondition, Unavailable
+from vault.keys import rotation
+from vault.keys.provider import MinimumVersionRefused, ProviderUnavailable
+
+
+def _progress(step: rotation.RewrapProgress) -> pb.RewrapProgress:
+    return pb.RewrapProgress(rewrapped=step.rewrapped, total=step.total, skipped=step.skipped, finished=step.finished)
+
+
+class KeyServicer(pb_grpc.KeyServiceServicer):
+    def __init__(self, keys: rotation.KeyRotation) -> None:
+        self._keys = keys
+
+    def GetKeyStatus(self, request: pb.GetKeyStatusRequest, context: grpc.ServicerContext) -> pb.GetKeyStatusResponse:
+        try:
+            status, counts = self._keys.status()
+        except ProviderUnavailable:
+            raise Unavailable() from None
+        versions = sorted(set(counts.customer_deks) | set(counts.service_keys) | set(status.versions))
+        return pb.GetKeyStatusResponse(
+            provider=status.provider,
+            key_name=status.key_name,
+            latest_version=status.latest_version,
+            min_decryption_version=status.min_decryption_version,
+            versions=list(status.versions),
+            counts=[
+                pb.KekVersionCount(
+                    kek_version=v,
+                    customer_deks=counts.customer_deks.get(v, 0),
+                    service_keys=counts.service_keys.get(v, 0),
+                )
+                for v in versions
+            ],
+        )
+
+    def RotateKek(self, request: pb.RotateKekRequest, context: grpc.ServicerContext) -> Iterator[pb.RotateKekResponse]:
+        for step in _guarded(self._keys.rotate()):
+            yield pb.RotateKekResponse(new_version=step.target_version, progress=_progress(step))
+
+    def RewrapKeys(
+        self, request: pb.RewrapKeysRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.RewrapKeysResponse]:
+        for step in _guarded(self._keys.rewrap()):
+            yield pb.RewrapKeysResponse(target_version=step.target_version, progress=_progress(step))
+
+    def SetMinDecryptionVersion(
+        self, request: pb.SetMinDecryptionVersionRequest, context: grpc.ServicerContext
+    ) -> pb.SetMinDecryptionVersionResponse:
+        try:
+            self._keys.raise_min_decryption_version(request.version)
+            return pb.SetMinDecryptionVersionResponse(
+                min_decryption_version=self._keys.status()[0].min_decryption_version
+            )
+        except MinimumVersionRefused as refused:
+            raise FailedPrecondition(str(refused)) from None
+        except ProviderUnavailable:
+            raise Unavailable() from None
+
+
+def _guarded(steps: Iterator[rotation.RewrapProgress]) -> Iterator[rotation.RewrapProgress]:
+    try:
+        yield from steps
+    except ProviderUnavailable:
+        raise Unavailable() from None

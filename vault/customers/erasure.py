@@ -1,0 +1,135 @@
+"""Crypto-shredding and the erasure ledger.
+
+Erasing a customer destroys their wrapped DEK together with every ciphertext and blind index; without the DEK the
+ciphertexts are noise, including copies of them in old backups. But an old backup also holds the wrapped DEK, and the
+KEK can still unwrap it — so restoring a backup could bring an erased customer back. The erasure ledger prevents that:
+every erasure is appended (and fsync'd) to a ledger file that lives outside the database and its backups, *before* the
+database is touched, and on every start-up, before the port opens, the ledger is replayed: any customer whose keyed
+id digest is in the ledger is shredded again. The ledger holds keyed digests of customer ids (HMAC with a service
+key), never ids or personal data.
+
+In production the ledger file must sit on durable storage that is backed up separately from the database (and shared
+by every replica, or written by the one that runs erasures). A copy is also kept in the ``erasure_ledger`` table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+
+from vault.crypto import Mac
+from vault.keys.data_keys import DataKeys
+from vault.storage.db import Database
+from vault.storage.models import BlindIndexRow, CustomerRow, ErasureRow, IdempotencyRow
+
+_log = structlog.get_logger("piivault.erasure")
+_FORMAT = 1
+
+
+class ErasureLedgerFile:
+    """Append-only JSON lines: ``{"v": 1, "subject": <hex digest>, "time": <ISO 8601>}``; fsync'd on every append."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+
+    def append(self, subject: bytes, when: dt.datetime) -> None:
+        line = json.dumps({"v": _FORMAT, "subject": subject.hex(), "time": when.isoformat()}) + "\n"
+        with self._lock:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def subjects(self) -> set[bytes]:
+        if not self._path.exists():
+            return set()
+        found: set[bytes] = set()
+        for line in self._path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                found.add(bytes.fromhex(json.loads(line)["subject"]))
+            except (ValueError, KeyError, TypeError):
+                # A torn last line from a crash mid-append: that erasure's database transaction never ran either.
+                _log.warning("erasure.ledger_line_unreadable")
+        return found
+
+
+class CryptoShredder:
+    def __init__(
+        self,
+        database: Database,
+        data_keys: DataKeys,
+        ledger_key: Mac,
+        ledger: ErasureLedgerFile,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._database = database
+        self._data_keys = data_keys
+        self._mac = ledger_key
+        self._ledger = ledger
+        self._clock = clock
+
+    def subject(self, customer_id: str) -> bytes:
+        return self._mac.digest("erasure-subject", customer_id.encode())
+
+    def shred(self, customer_id: str) -> bool:
+        """Destroy the customer's DEK, ciphertexts, indexes and idempotency records. True if anything was there."""
+        subject = self.subject(customer_id)
+        now = self._clock()
+        self._ledger.append(subject, now)  # first: a crash after this line is finished by the next start-up
+        with self._database.write() as connection:
+            erased = _delete_customer(connection, customer_id)
+            _record(connection, subject, now)
+        self._data_keys.forget(customer_id)
+        return erased
+
+    def replay(self) -> int:
+        """Re-apply every ledgered erasure to the database (after a restore). Returns how many customers it shredded."""
+        with self._database.read() as connection:
+            recorded = {bytes(d) for d in connection.execute(select(ErasureRow.subject_digest)).scalars()}
+            customer_ids = list(connection.execute(select(CustomerRow.customer_id)).scalars())
+        subjects = self._ledger.subjects() | recorded
+        if not subjects:
+            return 0
+        resurrected = [cid for cid in customer_ids if self.subject(cid) in subjects]
+        now = self._clock()
+        with self._database.write() as connection:
+            for customer_id in resurrected:
+                _delete_customer(connection, customer_id)
+            for subject in subjects - recorded:
+                _record(connection, subject, now)
+        for customer_id in resurrected:
+            self._data_keys.forget(customer_id)
+        if resurrected:
+            _log.warning("erasure.replayed", count=len(resurrected))
+        return len(resurrected)
+
+
+def _delete_customer(connection: Connection, customer_id: str) -> bool:
+    connection.execute(delete(BlindIndexRow).where(BlindIndexRow.customer_id == customer_id))
+    connection.execute(delete(IdempotencyRow).where(IdempotencyRow.customer_id == customer_id))
+    result = connection.execute(delete(CustomerRow).where(CustomerRow.customer_id == customer_id))
+    return result.rowcount > 0
+
+
+def _record(connection: Connection, subject: bytes, when: dt.datetime) -> None:
+    exists = connection.execute(select(ErasureRow.subject_digest).where(ErasureRow.subject_digest == subject)).first()
+    if exists is None:
+        try:
+            with connection.begin_nested():
+                connection.execute(insert(ErasureRow).values(subject_digest=subject, erase_time=when))
+        except SqlIntegrityError:
+            pass  # recorded concurrently by another replica
