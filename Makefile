@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck protos check-protos buf-lint unit bench soak clean
+.PHONY: run test lint protos check-protos buf-lint bench soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "piivault needs Python 3.11 or newer")'
@@ -36,6 +36,12 @@ check-protos: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# Long runs that do not belong in `make test`: online KEK rotation over 100,000 customers with a concurrent reader,
+# on the local keyring and on Vault Transit (the Transit-API test server).
+soak: $(STAMP)
+	$(PY) -m bench.rotation_soak --customers 100000 --provider local
+	$(PY) -m bench.rotation_soak --customers 100000 --provider vault-transit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -18,8 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.run import _profile
-from tests.support.people import People
+from tests.support.people import People, caller, profile_of
 from vault.app import Vault
 from vault.config import Settings
 from vault.keys.local import LocalKeyringProvider
@@ -54,8 +53,8 @@ def main() -> int:
         people = People(seed=5)
         started = time.perf_counter()
         with ThreadPoolExecutor(8) as pool:
-            profiles = (_profile(people.next()) for _ in range(args.customers))
-            ids = [c.customer_id for c in pool.map(lambda p: vault.customers.create("soak", "", p), profiles)]
+            profiles = (profile_of(people.next()) for _ in range(args.customers))
+            ids = [c.customer_id for c in pool.map(lambda p: vault.customers.create(caller("soak"), "", p), profiles)]
         created = time.perf_counter() - started
 
         failures = 0
@@ -69,7 +68,7 @@ def main() -> int:
                     if stop.is_set():
                         break
                     try:
-                        vault.customers.get(customer_id)
+                        vault.customers.get(caller(), customer_id)
                         reads += 1
                     except Exception:  # noqa: BLE001 - counted; the bar is zero
                         failures += 1

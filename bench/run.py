@@ -27,11 +27,11 @@ import grpc
 
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
-from tests.support.people import People, Person
+from tests.support.people import People, Person, caller, customer_message, profile_of
 from tests.support.server import ServerProcess
 from vault.app import Vault
 from vault.config import Settings
-from vault.customers.models import IdentifierKind, Profile
+from vault.customers.models import IdentifierKind
 from vault.storage.db import Database
 from vault.storage.migrate import upgrade
 
@@ -52,32 +52,6 @@ class Result:
         p50 = statistics.median(ordered) * 1000
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
         return f"{self.name:<24}{self.count:>8}{self.rate:>12.0f}{p50:>10.2f}{p99:>10.2f}"
-
-
-def _pb_customer(person: Person) -> pb.Customer:
-    return pb.Customer(
-        name=person.name,
-        mobile=person.mobile,
-        email=person.email,
-        national_id=person.national_id,
-        birth_date=person.birth_date,
-        address=person.address,
-        member_id=person.member_id,
-        attributes={"tier": "gold"},
-    )
-
-
-def _profile(person: Person) -> Profile:
-    return Profile(
-        name=person.name,
-        mobile=person.mobile,
-        email=person.email,
-        national_id=person.national_id,
-        birth_date=person.birth_date,
-        address=person.address,
-        member_id=person.member_id,
-        attributes={"tier": "gold"},
-    )
 
 
 async def _drive(count: int, concurrency: int, call: Callable[[int], Awaitable[object]]) -> list[float]:
@@ -137,7 +111,7 @@ async def _run_calls(
     async def create(index: int) -> None:
         person = share.people[index]
         reply = await stub(index).CreateCustomer(
-            pb.CreateCustomerRequest(customer=_pb_customer(person), request_id=f"bench-{person.member_id}"),
+            pb.CreateCustomerRequest(customer=customer_message(person), request_id=f"bench-{person.member_id}"),
             metadata=metadata,
         )
         created[index] = reply.customer.customer_id
@@ -199,6 +173,7 @@ def in_process_figures(data_dir: Path, people: Sequence[Person], reads: int) -> 
     upgrade(database.engine)
     vault = Vault.open(settings, database=database)
     service = vault.customers
+    who = caller("bench", action="bench")
     results: list[Result] = []
     ids: list[str] = []
 
@@ -214,15 +189,15 @@ def in_process_figures(data_dir: Path, people: Sequence[Person], reads: int) -> 
     timed(
         "in-process create",
         len(people),
-        lambda i: ids.append(service.create("bench", f"b-{i}", _profile(people[i])).customer_id),
+        lambda i: ids.append(service.create(who, f"b-{i}", profile_of(people[i])).customer_id),
     )
     rng = random.Random(1)
     order = [rng.randrange(len(people)) for _ in range(reads)]
-    timed("in-process read", reads, lambda i: service.get(ids[order[i]]))
+    timed("in-process read", reads, lambda i: service.get(who, ids[order[i]]))
     timed(
         "in-process find (mobile)",
         reads,
-        lambda i: service.find(IdentifierKind.MOBILE, "+86 " + people[order[i]].mobile),
+        lambda i: service.find(who, IdentifierKind.MOBILE, "+86 " + people[order[i]].mobile),
     )
     vault.close()
     return results
@@ -262,14 +237,14 @@ def provider_figures(data_dir: Path, people: Sequence[Person], reads: int) -> li
             vault = Vault.open(settings, database=database, provider=provider)
             calls = provider.calls
             started = time.perf_counter()
-            ids = [vault.customers.create("bench", "", _profile(p)).customer_id for p in people]
+            ids = [vault.customers.create(caller("bench"), "", profile_of(p)).customer_id for p in people]
             create_seconds = time.perf_counter() - started
             create_calls = provider.calls - calls
             rng = random.Random(3)
             calls = provider.calls
             started = time.perf_counter()
             for _ in range(reads):
-                vault.customers.get(ids[rng.randrange(len(ids))])
+                vault.customers.get(caller(), ids[rng.randrange(len(ids))])
             read_seconds = time.perf_counter() - started
             read_calls = provider.calls - calls
             vault.close()

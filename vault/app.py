@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 import structlog
 
+from audit.log import AuditLog
+from audit.verify import ChainVerifier
 from vault.auth.tokens import TokenService
 from vault.config import Settings
-from vault.crypto import Mac
+from vault.crypto import ChainMac, Mac, Signer
 from vault.customers.erasure import CryptoShredder, ErasureLedgerFile
 from vault.customers.service import CustomerService
 from vault.keys.data_keys import DataKeys
@@ -16,7 +18,14 @@ from vault.keys.dek_cache import DekCache
 from vault.keys.local import LocalKeyringProvider
 from vault.keys.provider import KeyProvider
 from vault.keys.rotation import KeyRotation
-from vault.keys.service_keys import BLIND_INDEX_KEY, ERASURE_LEDGER_KEY, REQUEST_MAC_KEY, load_service_keys
+from vault.keys.service_keys import (
+    AUDIT_MAC_KEY,
+    AUDIT_SIGNING_KEY,
+    BLIND_INDEX_KEY,
+    ERASURE_LEDGER_KEY,
+    REQUEST_MAC_KEY,
+    load_service_keys,
+)
 from vault.storage.db import Database
 from vault.storage.group_commit import GroupCommitter
 from vault.storage.migrate import require_current_schema
@@ -55,6 +64,8 @@ class Vault:
     writer: GroupCommitter
     keys: KeyRotation
     shredder: CryptoShredder
+    audit: AuditLog
+    audit_verifier: ChainVerifier
     owned: tuple[object, ...] = ()  # what open() created and close() must release; injected parts stay the caller's
 
     @classmethod
@@ -75,10 +86,14 @@ class Vault:
             provider = open_key_provider(settings)
             owned.append(provider)
         service_keys = load_service_keys(database, provider)
-        writer = GroupCommitter(database)
+        chain = ChainMac(service_keys[AUDIT_MAC_KEY])
+        signer = Signer(service_keys[AUDIT_SIGNING_KEY])
+        audit = AuditLog(chain, signer)
+        writer = GroupCommitter(database, before_commit=audit.append)
+        audit.attach(writer)
         data_keys = DataKeys(provider, DekCache(settings.dek_cache_size, settings.dek_cache_ttl_seconds))
         customers = CustomerService(
-            database, writer, data_keys, Mac(service_keys[BLIND_INDEX_KEY]), Mac(service_keys[REQUEST_MAC_KEY])
+            database, writer, audit, data_keys, Mac(service_keys[BLIND_INDEX_KEY]), Mac(service_keys[REQUEST_MAC_KEY])
         )
         shredder = CryptoShredder(
             database,
@@ -99,6 +114,8 @@ class Vault:
             writer,
             KeyRotation(database, provider, data_keys),
             shredder,
+            audit,
+            ChainVerifier(database, chain, signer.public_key),
             tuple(owned),
         )
 

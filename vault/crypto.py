@@ -21,8 +21,10 @@ import os
 import struct
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -160,3 +162,49 @@ class Mac:
 def token_digest(token: str) -> bytes:
     """Digest under which an API token is stored. Tokens carry 256 random bits, so an unkeyed hash is enough."""
     return hashlib.sha256(b"piivault/token/v1\x00" + token.encode()).digest()
+
+
+class ChainMac:
+    """HMAC-SHA256 hash chain: ``mac_i = HMAC(k, mac_{i-1} || record_i)``; keyed once, copied per link (fast)."""
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, key: SecretKey) -> None:
+        self._keyed = hmac.new(key.reveal(), digestmod=hashlib.sha256)
+
+    def __repr__(self) -> str:
+        return "ChainMac([secure])"
+
+    def link(self, previous: bytes, record: bytes) -> bytes:
+        step = self._keyed.copy()
+        step.update(previous)
+        step.update(record)
+        return step.digest()
+
+
+class Signer:
+    """Ed25519 signatures (audit checkpoints). The private key is derived from a 32-byte service key."""
+
+    __slots__ = ("_private",)
+
+    def __init__(self, seed: SecretKey) -> None:
+        self._private = Ed25519PrivateKey.from_private_bytes(seed.reveal())
+
+    def __repr__(self) -> str:
+        return "Signer([secure])"
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private.sign(message)
+
+    @property
+    def public_key(self) -> bytes:
+        return self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True only for a valid Ed25519 signature; any malformed input is simply not valid."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

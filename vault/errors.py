@@ -30,9 +30,10 @@ class FieldViolation:
 
 
 class PiivaultError(Exception):
-    """Base of every error the domain raises on purpose."""
+    """Base of every error the domain raises on purpose. ``outcome`` is what the audit log records."""
 
     message = "internal error"
+    outcome = "error"
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.message)
@@ -44,6 +45,7 @@ class PiivaultError(Exception):
 
 class InvalidArgument(PiivaultError):
     message = "the request is invalid"
+    outcome = "invalid"
 
     def __init__(self, violations: list[FieldViolation]) -> None:
         fields = ", ".join(sorted({v.field for v in violations}))
@@ -57,10 +59,13 @@ class InvalidArgument(PiivaultError):
 
 class NotFound(PiivaultError):
     message = "customer not found"
+    outcome = "not_found"
 
 
 class AlreadyExists(PiivaultError):
     """An identifier is taken; ``customer_id`` names the owner, so a caller can link to it instead of duplicating."""
+
+    outcome = "already_exists"
 
     def __init__(self, field: str, customer_id: str) -> None:
         super().__init__(f"{field} already belongs to another customer")
@@ -70,29 +75,36 @@ class AlreadyExists(PiivaultError):
 
 class IdempotencyConflict(PiivaultError):
     message = "request_id was already used with a different request body"
+    outcome = "request_id_reused"
 
 
 class VersionConflict(PiivaultError):
     message = "the customer has changed since expected_version; read it again and retry"
+    outcome = "version_conflict"
 
 
 class FailedPrecondition(PiivaultError):
     """The message is written by the raiser and must be free of personal data (counts and versions only)."""
 
     message = "the operation is not allowed in the current state"
+    outcome = "failed_precondition"
 
 
 class Unauthenticated(PiivaultError):
     message = "a valid bearer token is required"
+    outcome = "unauthenticated"
 
 
 class PermissionDenied(PiivaultError):
     message = "the caller's role may not perform this operation"
+    outcome = "denied"
 
 
 class IntegrityError(PiivaultError):
     message = "stored data failed its integrity check"
+    outcome = "integrity_error"
 
 
 class Unavailable(PiivaultError):
     message = "a dependency of the vault is unavailable; retry later"
+    outcome = "unavailable"

@@ -16,26 +16,11 @@ from sqlalchemy import select, update
 
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
-from tests.support.people import People, Person
+from tests.support.people import People, customer_message
 from vault.app import Vault
 from vault.storage.models import CustomerRow
 
 Metadata = tuple[tuple[str, str], ...]
-
-
-def customer_pb(person: Person) -> pb.Customer:
-    return pb.Customer(
-        name=person.name,
-        mobile=person.mobile,
-        email=person.email,
-        national_id=person.national_id,
-        birth_date=person.birth_date,
-        gender=pb.GENDER_MALE,
-        address=person.address,
-        member_id=person.member_id,
-        attributes={"tier": "silver"},
-        external_refs=[pb.ExternalRef(source="web", id=f"W-{person.member_id}")],
-    )
 
 
 def details(error: grpc.RpcError) -> tuple[list[error_details_pb2.BadRequest.FieldViolation], dict[str, str]]:
@@ -57,18 +42,18 @@ def details(error: grpc.RpcError) -> tuple[list[error_details_pb2.BadRequest.Fie
 def test_create_reads_back_identically(stub: pb_grpc.CustomerServiceStub, auth: Metadata, people: People) -> None:
     person = people.next()
     created = stub.CreateCustomer(
-        pb.CreateCustomerRequest(customer=customer_pb(person), request_id="r1"), metadata=auth
+        pb.CreateCustomerRequest(customer=customer_message(person), request_id="r1"), metadata=auth
     )
     read = stub.GetCustomer(pb.GetCustomerRequest(customer_id=created.customer.customer_id), metadata=auth)
     assert read.customer == created.customer
-    assert read.customer.mobile == "+86" + person.mobile and read.customer.gender == pb.GENDER_MALE
+    assert read.customer.mobile == "+86" + person.mobile and read.customer.gender == pb.GENDER_FEMALE
 
 
 @pytest.mark.parametrize("written", ["13800138000", "+86 138-0013-8000", "0086 13800138000", "１３８００１３８０００"])
 def test_find_by_mobile_in_every_form(
     stub: pb_grpc.CustomerServiceStub, auth: Metadata, people: People, written: str
 ) -> None:
-    customer = customer_pb(people.next())
+    customer = customer_message(people.next())
     customer.mobile = "13800138000"
     created = stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer), metadata=auth).customer
     found = stub.FindCustomers(pb.FindCustomersRequest(mobile=written), metadata=auth)
@@ -78,7 +63,7 @@ def test_find_by_mobile_in_every_form(
 def test_invalid_national_id_gets_a_field_violation_without_the_value(
     stub: pb_grpc.CustomerServiceStub, auth: Metadata, people: People
 ) -> None:
-    customer = customer_pb(people.next())
+    customer = customer_message(people.next())
     bad_id = customer.national_id[:17] + ("0" if customer.national_id[17] != "0" else "1")
     customer.national_id = bad_id
     with pytest.raises(grpc.RpcError) as caught:
@@ -93,7 +78,7 @@ def test_duplicate_identifier_is_already_exists_with_the_owner(
     stub: pb_grpc.CustomerServiceStub, auth: Metadata, people: People
 ) -> None:
     person = people.next()
-    owner = stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer_pb(person)), metadata=auth).customer
+    owner = stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer_message(person)), metadata=auth).customer
     again = pb.Customer(name="另一个人", mobile="+86 " + person.mobile)
     with pytest.raises(grpc.RpcError) as caught:
         stub.CreateCustomer(pb.CreateCustomerRequest(customer=again), metadata=auth)
@@ -102,7 +87,9 @@ def test_duplicate_identifier_is_already_exists_with_the_owner(
 
 
 def test_update_mask_and_stale_version(stub: pb_grpc.CustomerServiceStub, auth: Metadata, people: People) -> None:
-    created = stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer_pb(people.next())), metadata=auth).customer
+    created = stub.CreateCustomer(
+        pb.CreateCustomerRequest(customer=customer_message(people.next())), metadata=auth
+    ).customer
     request = pb.UpdateCustomerRequest(
         customer=pb.Customer(customer_id=created.customer_id, address="北京市朝阳区"),
         update_mask=field_mask_pb2.FieldMask(paths=["address"]),
@@ -118,7 +105,7 @@ def test_update_mask_and_stale_version(stub: pb_grpc.CustomerServiceStub, auth: 
 def test_concurrent_creates_with_one_request_id_and_concurrent_updates(
     stub: pb_grpc.CustomerServiceStub, auth: Metadata, people: People
 ) -> None:
-    request = pb.CreateCustomerRequest(customer=customer_pb(people.next()), request_id="shared-request-id")
+    request = pb.CreateCustomerRequest(customer=customer_message(people.next()), request_id="shared-request-id")
     barrier = threading.Barrier(100)
 
     def create(_: int) -> str:
@@ -157,8 +144,8 @@ def test_concurrent_creates_with_one_request_id_and_concurrent_updates(
 def test_tampered_ciphertext_is_data_loss_with_no_plaintext(
     vault: Vault, stub: pb_grpc.CustomerServiceStub, auth: Metadata, people: People
 ) -> None:
-    a = stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer_pb(people.next())), metadata=auth).customer
-    b = stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer_pb(people.next())), metadata=auth).customer
+    a = stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer_message(people.next())), metadata=auth).customer
+    b = stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer_message(people.next())), metadata=auth).customer
     with vault.database.write() as connection:
         stolen = connection.execute(
             select(CustomerRow.email_ct).where(CustomerRow.customer_id == a.customer_id)

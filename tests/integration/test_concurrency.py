@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.integration.test_customer_service import profile_of
-from tests.support.people import People
+from tests.support.people import People, caller, profile_of
 from vault.app import Vault
 from vault.customers.models import Customer, Profile
 from vault.errors import PiivaultError, VersionConflict
@@ -18,24 +17,24 @@ def test_one_request_id_from_100_threads_creates_one_customer(vault: Vault, peop
 
     def create(_: int) -> Customer:
         start.wait()
-        return vault.customers.create("pos", "same-request", profile)
+        return vault.customers.create(caller("pos"), "same-request", profile)
 
     with ThreadPoolExecutor(100) as pool:
         results = list(pool.map(create, range(100)))
     assert len({customer.customer_id for customer in results}) == 1
-    assert len(vault.customers.page(500, "").customers) == 1
+    assert len(vault.customers.page(caller(), 500, "").customers) == 1
 
 
 def test_two_updates_at_the_same_version_one_wins(vault: Vault, people: People) -> None:
-    created = vault.customers.create("pos", "", profile_of(people.next()))
+    created = vault.customers.create(caller("pos"), "", profile_of(people.next()))
     for round_number in range(10):
-        version = vault.customers.get(created.customer_id).version
+        version = vault.customers.get(caller(), created.customer_id).version
         start = threading.Barrier(2)
 
         def update(name: str, expected: int = version, start: threading.Barrier = start) -> Customer | PiivaultError:
             start.wait()
             try:
-                return vault.customers.update(Profile(name=name), created.customer_id, ["name"], expected)
+                return vault.customers.update(caller(), Profile(name=name), created.customer_id, ["name"], expected)
             except PiivaultError as error:
                 return error
 
@@ -44,4 +43,4 @@ def test_two_updates_at_the_same_version_one_wins(vault: Vault, people: People) 
         winners = [o for o in outcomes if isinstance(o, Customer)]
         losers = [o for o in outcomes if isinstance(o, VersionConflict)]
         assert len(winners) == 1 and len(losers) == 1
-        assert vault.customers.get(created.customer_id) == winners[0]
+        assert vault.customers.get(caller(), created.customer_id) == winners[0]

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from tests.support.people import People, Person
+from tests.support.people import People, caller, profile_of
 from tests.support.scan import find_in_bytes, needles, pg_dump, sqlite_files, table_dump
 from vault.app import Vault
-from vault.customers.models import ExternalRef, Gender, IdentifierKind, Profile
+from vault.customers.models import IdentifierKind, Profile
 from vault.errors import (
     AlreadyExists,
     IdempotencyConflict,
@@ -22,27 +22,10 @@ from vault.errors import (
 from vault.storage.models import CustomerRow
 
 
-def profile_of(person: Person, **extra: object) -> Profile:
-    fields: dict[str, object] = {
-        "name": person.name,
-        "mobile": person.mobile,
-        "email": person.email,
-        "national_id": person.national_id,
-        "birth_date": person.birth_date,
-        "gender": Gender.FEMALE,
-        "address": person.address,
-        "member_id": person.member_id,
-        "attributes": {"tier": "gold", "preferred_store": "上海静安店"},
-        "external_refs": (ExternalRef("pos", f"P-{person.member_id}"),),
-    }
-    fields.update(extra)
-    return Profile(**fields)  # type: ignore[arg-type]
-
-
 def test_create_then_get_returns_the_same_canonical_customer(vault: Vault, people: People) -> None:
     person = people.next()
-    created = vault.customers.create("pos", "r-1", profile_of(person))
-    read = vault.customers.get(created.customer_id)
+    created = vault.customers.create(caller("pos"), "r-1", profile_of(person))
+    read = vault.customers.get(caller(), created.customer_id)
     assert read == created
     assert read.profile.mobile == "+86" + person.mobile
     assert read.profile.attributes["preferred_store"] == "上海静安店"
@@ -51,26 +34,26 @@ def test_create_then_get_returns_the_same_canonical_customer(vault: Vault, peopl
 
 def test_request_id_replays_and_conflicts(vault: Vault, people: People) -> None:
     person = people.next()
-    first = vault.customers.create("pos", "r-1", profile_of(person))
-    assert vault.customers.create("pos", "r-1", profile_of(person)) == first
+    first = vault.customers.create(caller("pos"), "r-1", profile_of(person))
+    assert vault.customers.create(caller("pos"), "r-1", profile_of(person)) == first
     written_differently = profile_of(person, mobile="+86 " + person.mobile[:3] + "-" + person.mobile[3:])
-    assert vault.customers.create("pos", "r-1", written_differently) == first  # same canonical body
+    assert vault.customers.create(caller("pos"), "r-1", written_differently) == first  # same canonical body
     with pytest.raises(IdempotencyConflict):
-        vault.customers.create("pos", "r-1", profile_of(person, name="别人"))
+        vault.customers.create(caller("pos"), "r-1", profile_of(person, name="别人"))
     # request ids are per principal: another system's r-1 is a different request (and hits the duplicate mobile)
     with pytest.raises(AlreadyExists):
-        vault.customers.create("web", "r-1", profile_of(person))
+        vault.customers.create(caller("web"), "r-1", profile_of(person))
 
 
 def test_duplicate_identifier_names_the_owner(vault: Vault, people: People) -> None:
     person, other = people.next(), people.next()
-    owner = vault.customers.create("pos", "", profile_of(person))
+    owner = vault.customers.create(caller("pos"), "", profile_of(person))
     clash = Profile(name=other.name, email=other.email, national_id=person.national_id)
     with pytest.raises(AlreadyExists) as caught:
-        vault.customers.create("pos", "", clash)
+        vault.customers.create(caller("pos"), "", clash)
     assert caught.value.customer_id == owner.customer_id
     assert caught.value.field == "customer.national_id"
-    assert len(vault.customers.page(500, "").customers) == 1  # nothing half written
+    assert len(vault.customers.page(caller(), 500, "").customers) == 1  # nothing half written
 
 
 @pytest.mark.parametrize(
@@ -85,7 +68,7 @@ def test_duplicate_identifier_names_the_owner(vault: Vault, people: People) -> N
 )
 def test_find_by_any_written_form(vault: Vault, people: People, kind: IdentifierKind, written: str) -> None:
     person = people.next()
-    created = vault.customers.create("pos", "", profile_of(person))
+    created = vault.customers.create(caller("pos"), "", profile_of(person))
     value = written.format(
         mobile=person.mobile,
         m3=person.mobile[:3],
@@ -95,69 +78,69 @@ def test_find_by_any_written_form(vault: Vault, people: People, kind: Identifier
         national_id=person.national_id,
         member_id=person.member_id,
     )
-    assert [c.customer_id for c in vault.customers.find(kind, value)] == [created.customer_id]
+    assert [c.customer_id for c in vault.customers.find(caller(), kind, value)] == [created.customer_id]
 
 
 def test_find_by_external_ref_and_misses(vault: Vault, people: People) -> None:
     person = people.next()
-    created = vault.customers.create("pos", "", profile_of(person))
-    found = vault.customers.find(IdentifierKind.EXTERNAL_REF, f"P-{person.member_id}", ref_source="POS")
+    created = vault.customers.create(caller("pos"), "", profile_of(person))
+    found = vault.customers.find(caller(), IdentifierKind.EXTERNAL_REF, f"P-{person.member_id}", ref_source="POS")
     assert [c.customer_id for c in found] == [created.customer_id]
-    assert vault.customers.find(IdentifierKind.MOBILE, "13912345678") == []
+    assert vault.customers.find(caller(), IdentifierKind.MOBILE, "13912345678") == []
     with pytest.raises(InvalidArgument) as caught:
-        vault.customers.find(IdentifierKind.NATIONAL_ID, person.national_id[:17] + "0")
+        vault.customers.find(caller(), IdentifierKind.NATIONAL_ID, person.national_id[:17] + "0")
     assert caught.value.violations[0].field == "national_id"
 
 
 def test_update_with_mask_and_expected_version(vault: Vault, people: People) -> None:
     person, new = people.next(), people.next()
-    created = vault.customers.create("pos", "", profile_of(person))
+    created = vault.customers.create(caller("pos"), "", profile_of(person))
     patch = Profile(mobile=new.mobile, address="")
-    updated = vault.customers.update(patch, created.customer_id, ["mobile", "address"], expected_version=1)
+    updated = vault.customers.update(caller(), patch, created.customer_id, ["mobile", "address"], expected_version=1)
     assert updated.version == 2
     assert updated.profile.mobile == "+86" + new.mobile
     assert updated.profile.address == ""
     assert updated.profile.name == person.name  # outside the mask: untouched
-    assert vault.customers.get(created.customer_id) == updated
-    assert vault.customers.find(IdentifierKind.MOBILE, person.mobile) == []  # old mobile released
-    assert vault.customers.find(IdentifierKind.MOBILE, new.mobile)[0].customer_id == created.customer_id
+    assert vault.customers.get(caller(), created.customer_id) == updated
+    assert vault.customers.find(caller(), IdentifierKind.MOBILE, person.mobile) == []  # old mobile released
+    assert vault.customers.find(caller(), IdentifierKind.MOBILE, new.mobile)[0].customer_id == created.customer_id
     with pytest.raises(VersionConflict):
-        vault.customers.update(patch, created.customer_id, ["name"], expected_version=1)
+        vault.customers.update(caller(), patch, created.customer_id, ["name"], expected_version=1)
 
 
 def test_update_rejects_bad_masks_taken_identifiers_and_unknown_ids(vault: Vault, people: People) -> None:
     first, second = people.next(), people.next()
-    a = vault.customers.create("pos", "", profile_of(first))
-    b = vault.customers.create("pos", "", profile_of(second))
+    a = vault.customers.create(caller("pos"), "", profile_of(first))
+    b = vault.customers.create(caller("pos"), "", profile_of(second))
     for mask in ([], ["customer_id"], ["*"]):
         with pytest.raises(InvalidArgument) as caught:
-            vault.customers.update(Profile(), a.customer_id, mask, 1)
+            vault.customers.update(caller(), Profile(), a.customer_id, mask, 1)
         assert caught.value.violations[0].field == "update_mask"
     with pytest.raises(AlreadyExists) as taken:
-        vault.customers.update(Profile(email=second.email), a.customer_id, ["email"], 1)
+        vault.customers.update(caller(), Profile(email=second.email), a.customer_id, ["email"], 1)
     assert taken.value.customer_id == b.customer_id
-    assert vault.customers.get(a.customer_id).version == 1  # nothing half written
+    assert vault.customers.get(caller(), a.customer_id).version == 1  # nothing half written
     with pytest.raises(InvalidArgument):  # removing every identifier would make the customer unfindable
         vault.customers.update(
-            Profile(), a.customer_id, ["mobile", "email", "national_id", "member_id", "external_refs"], 1
+            caller(), Profile(), a.customer_id, ["mobile", "email", "national_id", "member_id", "external_refs"], 1
         )
     with pytest.raises(NotFound):
-        vault.customers.update(Profile(name="x"), "00000000-0000-4000-8000-000000000000", ["name"], 1)
+        vault.customers.update(caller(), Profile(name="x"), "00000000-0000-4000-8000-000000000000", ["name"], 1)
 
 
 def test_list_paginates_every_customer_once(vault: Vault, people: People) -> None:
-    created = {vault.customers.create("pos", "", profile_of(people.next())).customer_id for _ in range(7)}
+    created = {vault.customers.create(caller("pos"), "", profile_of(people.next())).customer_id for _ in range(7)}
     seen: list[str] = []
     token = ""
     while True:
-        page = vault.customers.page(3, token)
+        page = vault.customers.page(caller(), 3, token)
         seen.extend(c.customer_id for c in page.customers)
         token = page.next_page_token
         if not token:
             break
     assert sorted(seen) == sorted(created)
     with pytest.raises(InvalidArgument) as caught:
-        vault.customers.page(3, "forged-token")
+        vault.customers.page(caller(), 3, "forged-token")
     assert caught.value.violations[0].field == "page_token"
 
 
@@ -175,38 +158,38 @@ def _ciphertext(vault: Vault, customer_id: str, column: str) -> bytes:
 
 
 def test_ciphertext_copied_to_another_row_fails_integrity(vault: Vault, people: People) -> None:
-    a = vault.customers.create("pos", "", profile_of(people.next()))
-    b = vault.customers.create("pos", "", profile_of(people.next()))
+    a = vault.customers.create(caller("pos"), "", profile_of(people.next()))
+    b = vault.customers.create(caller("pos"), "", profile_of(people.next()))
     _swap(vault, b.customer_id, "name_ct", _ciphertext(vault, a.customer_id, "name_ct"))
     with pytest.raises(IntegrityError) as caught:
-        vault.customers.get(b.customer_id)
+        vault.customers.get(caller(), b.customer_id)
     assert a.profile.name not in str(caught.value)
-    assert vault.customers.get(a.customer_id) == a
+    assert vault.customers.get(caller(), a.customer_id) == a
 
 
 def test_ciphertext_copied_to_another_field_fails_integrity(vault: Vault, people: People) -> None:
-    a = vault.customers.create("pos", "", profile_of(people.next()))
+    a = vault.customers.create(caller("pos"), "", profile_of(people.next()))
     _swap(vault, a.customer_id, "address_ct", _ciphertext(vault, a.customer_id, "name_ct"))
     with pytest.raises(IntegrityError):
-        vault.customers.get(a.customer_id)
+        vault.customers.get(caller(), a.customer_id)
 
 
 def test_whole_row_copied_under_another_id_fails_integrity(vault: Vault, people: People) -> None:
-    a = vault.customers.create("pos", "", profile_of(people.next()))
-    b = vault.customers.create("pos", "", profile_of(people.next()))
+    a = vault.customers.create(caller("pos"), "", profile_of(people.next()))
+    b = vault.customers.create(caller("pos"), "", profile_of(people.next()))
     with vault.database.read() as connection:
         source = connection.execute(select(CustomerRow.__table__).where(CustomerRow.customer_id == a.customer_id)).one()
     columns = {k: v for k, v in source._mapping.items() if k.endswith("_ct") or k in ("wrapped_dek", "kek_version")}
     with vault.database.write() as connection:
         connection.execute(update(CustomerRow).where(CustomerRow.customer_id == b.customer_id).values(columns))
     with pytest.raises(IntegrityError):
-        vault.customers.get(b.customer_id)
+        vault.customers.get(caller(), b.customer_id)
 
 
 def test_no_plaintext_at_rest(vault: Vault, people: People, database_url: str) -> None:
     stored = [people.next() for _ in range(20)]
-    ids = [vault.customers.create("pos", f"r{n}", profile_of(p)).customer_id for n, p in enumerate(stored)]
-    vault.customers.update(Profile(address="新地址 " + stored[0].address), ids[0], ["address"], 1)
+    ids = [vault.customers.create(caller("pos"), f"r{n}", profile_of(p)).customer_id for n, p in enumerate(stored)]
+    vault.customers.update(caller(), Profile(address="新地址 " + stored[0].address), ids[0], ["address"], 1)
     wanted = needles(stored)
     assert find_in_bytes(table_dump(vault.database.engine), wanted) == []
     if database_url.startswith("sqlite"):

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.integration.test_customer_service import profile_of
-from tests.support.people import People
+from tests.support.people import People, caller, profile_of
 from vault.app import Vault
 from vault.config import Settings
 from vault.crypto import CryptoError, FieldCipher, FieldContext
@@ -23,8 +22,8 @@ from vault.storage.models import CustomerRow, ErasureRow
 
 def test_shredding_destroys_one_customer_and_nothing_else(vault: Vault, people: People) -> None:
     victim_person = people.next()
-    victim = vault.customers.create("pos", "r-1", profile_of(victim_person))
-    bystander = vault.customers.create("pos", "", profile_of(people.next()))
+    victim = vault.customers.create(caller("pos"), "r-1", profile_of(victim_person))
+    bystander = vault.customers.create(caller("pos"), "", profile_of(people.next()))
     with vault.database.read() as connection:
         row = connection.execute(
             select(CustomerRow.__table__).where(CustomerRow.customer_id == victim.customer_id)
@@ -33,9 +32,9 @@ def test_shredding_destroys_one_customer_and_nothing_else(vault: Vault, people: 
 
     assert vault.shredder.shred(victim.customer_id) is True
     with pytest.raises(NotFound):
-        vault.customers.get(victim.customer_id)
-    assert vault.customers.find(IdentifierKind.MOBILE, victim_person.mobile) == []
-    assert vault.customers.get(bystander.customer_id) == bystander
+        vault.customers.get(caller(), victim.customer_id)
+    assert vault.customers.find(caller(), IdentifierKind.MOBILE, victim_person.mobile) == []
+    assert vault.customers.get(caller(), bystander.customer_id) == bystander
     with vault.database.read() as connection:
         assert (
             connection.execute(select(CustomerRow).where(CustomerRow.customer_id == victim.customer_id)).first() is None
@@ -51,7 +50,7 @@ def test_shredding_destroys_one_customer_and_nothing_else(vault: Vault, people: 
         with pytest.raises(CryptoError):
             FieldCipher(candidate, 1).decrypt(row.name_ct, place)
     # The identifiers are free again and the request id no longer replays the erased customer.
-    again = vault.customers.create("pos", "r-1", profile_of(victim_person))
+    again = vault.customers.create(caller("pos"), "r-1", profile_of(victim_person))
     assert again.customer_id != victim.customer_id
     assert vault.shredder.shred("00000000-0000-4000-8000-000000000000") is False
 
@@ -71,8 +70,8 @@ def test_restoring_an_old_copy_does_not_resurrect_an_erased_customer(
 
     upgrade(Database.from_url(url).engine)
     vault = opened()
-    erased = vault.customers.create("pos", "", profile_of(people.next()))
-    kept = vault.customers.create("pos", "", profile_of(people.next()))
+    erased = vault.customers.create(caller("pos"), "", profile_of(people.next()))
+    kept = vault.customers.create(caller("pos"), "", profile_of(people.next()))
     closed(vault)
     backup = tmp_path / "backup.db"
     shutil.copy(database_file, backup)
@@ -87,8 +86,8 @@ def test_restoring_an_old_copy_does_not_resurrect_an_erased_customer(
     restored = opened()
     try:
         with pytest.raises(NotFound):
-            restored.customers.get(erased.customer_id)
-        assert restored.customers.get(kept.customer_id) == kept
+            restored.customers.get(caller(), erased.customer_id)
+        assert restored.customers.get(caller(), kept.customer_id) == kept
     finally:
         closed(restored)
     assert settings.effective_erasure_ledger_path.read_text().count("subject") == 1

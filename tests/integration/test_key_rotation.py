@@ -6,12 +6,14 @@ import threading
 
 import pytest
 
-from tests.integration.test_customer_service import profile_of
-from tests.support.people import People
+from tests.support.people import People, caller, profile_of
 from vault.app import Vault
 from vault.crypto import CryptoError
 from vault.keys.provider import MinimumVersionRefused, WrappedKey
+from vault.keys.service_keys import SERVICE_KEY_NAMES
 from vault.storage.models import CustomerRow
+
+SERVICE_KEYS = len(SERVICE_KEY_NAMES)
 
 
 def _wrapped(vault: Vault, customer_id: str) -> WrappedKey:
@@ -21,7 +23,7 @@ def _wrapped(vault: Vault, customer_id: str) -> WrappedKey:
 
 
 def test_rotation_is_online_and_complete(vault: Vault, people: People) -> None:
-    customers = [vault.customers.create("pos", "", profile_of(people.next())) for _ in range(120)]
+    customers = [vault.customers.create(caller("pos"), "", profile_of(people.next())) for _ in range(120)]
     old = _wrapped(vault, customers[0].customer_id)
     with pytest.raises(MinimumVersionRefused):
         vault.keys.raise_min_decryption_version(2)  # there is no version 2 yet
@@ -35,7 +37,7 @@ def test_rotation_is_online_and_complete(vault: Vault, people: People) -> None:
         while not stop.is_set():
             for customer in customers:
                 try:
-                    assert vault.customers.get(customer.customer_id) == customer
+                    assert vault.customers.get(caller(), customer.customer_id) == customer
                     reads += 1
                 except BaseException as error:  # noqa: BLE001 - collected and asserted below
                     failures.append(error)
@@ -50,40 +52,40 @@ def test_rotation_is_online_and_complete(vault: Vault, people: People) -> None:
     assert reads > 0
     assert steps[-1].finished
     assert steps[-1].target_version == 2
-    assert steps[-1].rewrapped == 120 + 3  # every customer DEK and the three service keys
+    assert steps[-1].rewrapped == 120 + SERVICE_KEYS  # every customer DEK and every service key
     counts = vault.keys.counts()
     assert counts.customer_deks == {2: 120}
-    assert counts.service_keys == {2: 3}
+    assert counts.service_keys == {2: SERVICE_KEYS}
     vault.keys.raise_min_decryption_version(2)
     assert vault.provider.status().min_decryption_version == 2
     with pytest.raises(CryptoError):
         vault.provider.unwrap([old])  # version 1 is retired
     vault.data_keys.cache.invalidate(customers[0].customer_id)
-    assert vault.customers.get(customers[0].customer_id) == customers[0]
+    assert vault.customers.get(caller(), customers[0].customer_id) == customers[0]
 
 
 def test_raising_the_minimum_is_refused_while_keys_lag_behind(vault: Vault, people: People) -> None:
     for _ in range(5):
-        vault.customers.create("pos", "", profile_of(people.next()))
+        vault.customers.create(caller("pos"), "", profile_of(people.next()))
     vault.provider.rotate()  # rotated, but nothing rewrapped yet: as if the rotation crashed here
-    with pytest.raises(MinimumVersionRefused, match="8 wrapped keys are still below version 2"):
+    with pytest.raises(MinimumVersionRefused, match=f"{5 + SERVICE_KEYS} wrapped keys are still below version 2"):
         vault.keys.raise_min_decryption_version(2)
     final = list(vault.keys.rewrap())[-1]  # resuming finishes the job
-    assert (final.rewrapped, final.total, final.skipped) == (8, 8, 0)
+    assert (final.rewrapped, final.total, final.skipped) == (5 + SERVICE_KEYS, 5 + SERVICE_KEYS, 0)
     vault.keys.raise_min_decryption_version(2)
 
 
 def test_new_customers_after_rotation_use_the_new_version(vault: Vault, people: People) -> None:
-    vault.customers.create("pos", "", profile_of(people.next()))
+    vault.customers.create(caller("pos"), "", profile_of(people.next()))
     list(vault.keys.rotate())
-    created = vault.customers.create("pos", "", profile_of(people.next()))
+    created = vault.customers.create(caller("pos"), "", profile_of(people.next()))
     assert _wrapped(vault, created.customer_id).kek_version == 2
 
 
 def test_a_row_that_changes_during_its_batch_is_left_alone(
     vault: Vault, people: People, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    created = [vault.customers.create("pos", "", profile_of(people.next())) for _ in range(4)]
+    created = [vault.customers.create(caller("pos"), "", profile_of(people.next())) for _ in range(4)]
     vault.provider.rotate()
     real_rewrap = vault.provider.rewrap
 
@@ -95,5 +97,5 @@ def test_a_row_that_changes_during_its_batch_is_left_alone(
 
     monkeypatch.setattr(vault.provider, "rewrap", rewrap_while_someone_erases)
     final = list(vault.keys.rewrap())[-1]
-    assert (final.rewrapped, final.skipped) == (3 + 3, 1)
+    assert (final.rewrapped, final.skipped) == (3 + SERVICE_KEYS, 1)
     assert vault.keys.counts().customer_deks == {2: 3}

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from faker import Faker
 from stdnum.cn import ric
 
+from audit.events import Caller
+from piivault.v1 import customers_pb2 as pb
+from vault.customers.models import ExternalRef, Gender, Profile
+
 
 @dataclass(frozen=True)
 class Person:
@@ -52,3 +56,42 @@ class People:
 
     def many(self, count: int) -> list[Person]:
         return [self.next() for _ in range(count)]
+
+
+def profile_of(person: Person, **extra: object) -> Profile:
+    """The person as a full domain profile (every personal field set); ``extra`` overrides fields."""
+    fields: dict[str, object] = {
+        "name": person.name,
+        "mobile": person.mobile,
+        "email": person.email,
+        "national_id": person.national_id,
+        "birth_date": person.birth_date,
+        "gender": Gender.FEMALE,
+        "address": person.address,
+        "member_id": person.member_id,
+        "attributes": {"tier": "gold", "preferred_store": "上海静安店"},
+        "external_refs": (ExternalRef("pos", f"P-{person.member_id}"),),
+    }
+    fields.update(extra)
+    return Profile(**fields)  # type: ignore[arg-type]
+
+
+def customer_message(person: Person) -> pb.Customer:
+    """The same full profile as a ``piivault.v1.Customer`` message."""
+    return pb.Customer(
+        name=person.name,
+        mobile=person.mobile,
+        email=person.email,
+        national_id=person.national_id,
+        birth_date=person.birth_date,
+        gender=pb.GENDER_FEMALE,
+        address=person.address,
+        member_id=person.member_id,
+        attributes={"tier": "gold", "preferred_store": "上海静安店"},
+        external_refs=[pb.ExternalRef(source="pos", id=f"P-{person.member_id}")],
+    )
+
+
+def caller(principal: str = "pos", role: str = "service", action: str = "test") -> Caller:
+    """The audit context of a direct (in-process) service call in tests."""
+    return Caller(principal, role, action, request_id="test", peer="in-process")

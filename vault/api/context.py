@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-from vault.auth.tokens import Principal
+from audit.events import Caller
 
-current_principal: ContextVar[Principal] = ContextVar("current_principal")
+current_caller: ContextVar[Caller] = ContextVar("current_caller")

@@ -6,7 +6,7 @@ import grpc
 
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
-from vault.api.context import current_principal
+from vault.api.context import current_caller
 from vault.api.convert import customer_to_pb, profile_from_pb
 from vault.customers.models import IdentifierKind
 from vault.customers.service import CustomerService
@@ -27,18 +27,19 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
     def CreateCustomer(
         self, request: pb.CreateCustomerRequest, context: grpc.ServicerContext
     ) -> pb.CreateCustomerResponse:
-        customer = self._customers.create(
-            current_principal.get().name, request.request_id, profile_from_pb(request.customer)
-        )
+        customer = self._customers.create(current_caller.get(), request.request_id, profile_from_pb(request.customer))
         return pb.CreateCustomerResponse(customer=customer_to_pb(customer))
 
     def GetCustomer(self, request: pb.GetCustomerRequest, context: grpc.ServicerContext) -> pb.GetCustomerResponse:
-        return pb.GetCustomerResponse(customer=customer_to_pb(self._customers.get(request.customer_id)))
+        return pb.GetCustomerResponse(
+            customer=customer_to_pb(self._customers.get(current_caller.get(), request.customer_id))
+        )
 
     def UpdateCustomer(
         self, request: pb.UpdateCustomerRequest, context: grpc.ServicerContext
     ) -> pb.UpdateCustomerResponse:
         customer = self._customers.update(
+            current_caller.get(),
             profile_from_pb(request.customer),
             request.customer.customer_id,
             list(request.update_mask.paths),
@@ -56,15 +57,17 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
             )
         if which == "external_ref":
             ref = request.external_ref
-            found = self._customers.find(IdentifierKind.EXTERNAL_REF, ref.id, ref_source=ref.source)
+            found = self._customers.find(
+                current_caller.get(), IdentifierKind.EXTERNAL_REF, ref.id, ref_source=ref.source
+            )
         else:
-            found = self._customers.find(_FIND_KINDS[which], getattr(request, which))
+            found = self._customers.find(current_caller.get(), _FIND_KINDS[which], getattr(request, which))
         return pb.FindCustomersResponse(customers=[customer_to_pb(customer) for customer in found])
 
     def ListCustomers(
         self, request: pb.ListCustomersRequest, context: grpc.ServicerContext
     ) -> pb.ListCustomersResponse:
-        page = self._customers.page(request.page_size, request.page_token)
+        page = self._customers.page(current_caller.get(), request.page_size, request.page_token)
         return pb.ListCustomersResponse(
             customers=[customer_to_pb(customer) for customer in page.customers], next_page_token=page.next_page_token
         )

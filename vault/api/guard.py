@@ -1,12 +1,14 @@
-"""The call guard: one server interceptor that authenticates, authorises, maps errors and logs every call.
+"""The call guard: one server interceptor that authenticates, authorises, maps errors, audits failures and logs.
 
 Servicers stay thin: they convert, call one service method and convert back. Any ``PiivaultError`` they raise becomes
 its status from ``vault.api.status``; anything else becomes INTERNAL with a fixed message, and only the exception's
-type name is logged.
+type name is logged. Successful operations are audited by the services (inside their transactions); every failed or
+refused call — unauthenticated, denied, invalid, not found — is audited here, so no attempt goes unrecorded.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from vault.api.context import current_principal
+from audit.events import AuditDraft, Caller
+from audit.log import AuditLog
+from vault.api.context import current_caller
 from vault.api.status import internal_status, status_code_of, to_status
 from vault.auth.policy import PUBLIC_PREFIXES, authorize
 from vault.auth.tokens import TokenService
-from vault.errors import PiivaultError
+from vault.errors import AlreadyExists, PiivaultError
 
 if TYPE_CHECKING:  # grpc-stubs makes these generic; the runtime classes are not subscriptable
     _Interceptor = grpc.ServerInterceptor[Any, Any]
@@ -31,6 +35,7 @@ else:
 
 _log = structlog.get_logger("piivault.rpc")
 _REQUEST_ID_MAX = 64
+_CUSTOMER_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 def _metadata(context: grpc.ServicerContext, key: str) -> str | None:
@@ -48,8 +53,9 @@ def _request_id(context: grpc.ServicerContext) -> str:
 
 
 class CallGuard(_Interceptor):
-    def __init__(self, tokens: TokenService) -> None:
+    def __init__(self, tokens: TokenService, audit: AuditLog) -> None:
         self._tokens = tokens
+        self._audit = audit
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], _Handler | None], details: Any
@@ -73,20 +79,20 @@ class CallGuard(_Interceptor):
         # Client-streaming methods get their own guard when the API first has one; nothing unguarded may run.
         return None
 
-    def _enter(self, method: str, context: grpc.ServicerContext) -> Any:
+    def _enter(self, method: str, context: grpc.ServicerContext, call: _CallRecord) -> Any:
         principal = self._tokens.authenticate(_metadata(context, "authorization"))
+        call.caller = Caller(principal.name, principal.role, method, call.request_id, call.caller.peer)
         authorize(method, principal)
-        return current_principal.set(principal)
+        return current_caller.set(call.caller)
 
     def _guard(self, method: str, behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-            with _CallRecord(method, context) as call:
-                token = self._enter(method, context)
-                call.principal = current_principal.get().name
+            with _CallRecord(method, context, request, self._audit) as call:
+                token = self._enter(method, context, call)
                 try:
                     return behaviour(request, context)
                 finally:
-                    current_principal.reset(token)
+                    current_caller.reset(token)
             return None  # reached only after the call was aborted
 
         return guarded
@@ -95,25 +101,26 @@ class CallGuard(_Interceptor):
         self, method: str, behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
     ) -> Callable[..., Iterator[Any]]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with _CallRecord(method, context) as call:
-                token = self._enter(method, context)
-                call.principal = current_principal.get().name
+            with _CallRecord(method, context, request, self._audit) as call:
+                token = self._enter(method, context, call)
                 try:
                     yield from behaviour(request, context)
                 finally:
-                    current_principal.reset(token)
+                    current_caller.reset(token)
 
         return guarded
 
 
 class _CallRecord:
-    """Maps what a call raised to its status (aborting the call) and writes the one access-log line per call."""
+    """Maps what a call raised to its status (aborting the call), audits the failure, and writes the access-log line."""
 
-    def __init__(self, method: str, context: grpc.ServicerContext) -> None:
+    def __init__(self, method: str, context: grpc.ServicerContext, request: Any, audit: AuditLog) -> None:
         self.method = method
         self.context = context
-        self.principal: str | None = None
+        self.request = request
+        self.audit = audit
         self.request_id = _request_id(context)
+        self.caller = Caller("", "", method, self.request_id, str(context.peer() or ""))
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
 
@@ -124,22 +131,41 @@ class _CallRecord:
         try:
             if isinstance(error, PiivaultError):
                 self.code = status_code_of(error)
+                self._audit_failure(error)
                 self.context.abort_with_status(to_status(error))
             elif isinstance(error, Exception) and not _is_abort(error):
                 self.code = grpc.StatusCode.INTERNAL
                 _log.error(
                     "rpc.unexpected_error", rpc=self.method, error_type=type(error).__name__, request_id=self.request_id
                 )
+                self._audit_failure(error)
                 self.context.abort_with_status(internal_status())
         finally:
             _log.info(
                 "rpc",
                 rpc=self.method,
                 code=self.code.name,
-                principal=self.principal,
+                principal=self.caller.principal or None,
                 request_id=self.request_id,
                 duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
             )
+
+    def _audit_failure(self, error: Exception) -> None:
+        subjects = _subjects(self.request)
+        if isinstance(error, AlreadyExists):
+            subjects = (*subjects, error.customer_id)  # the owner's id was disclosed to the caller
+        outcome = error.outcome if isinstance(error, PiivaultError) else "error"
+        try:
+            self.audit.record(AuditDraft.of(self.caller, outcome, subjects))
+        except PiivaultError:
+            _log.error("audit.failure_not_recorded", rpc=self.method, request_id=self.request_id)
+
+
+def _subjects(request: Any) -> tuple[str, ...]:
+    """Customer ids named by a request; only well-formed ids, since a malformed one could be personal data."""
+    nested = getattr(request, "customer", None)
+    candidates = (getattr(request, "customer_id", None), getattr(nested, "customer_id", None))
+    return tuple(c for c in candidates if isinstance(c, str) and _CUSTOMER_ID.fullmatch(c))
 
 
 def _is_abort(error: BaseException) -> bool:

@@ -47,7 +47,7 @@ def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = 
     limit = settings.max_receive_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-        interceptors=[CallGuard(vault.tokens)],
+        interceptors=[CallGuard(vault.tokens, vault.audit)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 4 * limit),

@@ -20,6 +20,8 @@ from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.exc import OperationalError
 
+from audit.events import AuditDraft, Caller
+from audit.log import AuditLog
 from vault.crypto import CryptoError, FieldCipher, FieldContext, Mac, SecretKey
 from vault.customers import identifiers as ids
 from vault.customers import repository as repo
@@ -86,6 +88,7 @@ class CustomerService:
         self,
         database: Database,
         writer: GroupCommitter,
+        audit: AuditLog,
         data_keys: DataKeys,
         blind_index: Mac,
         request_mac: Mac,
@@ -93,6 +96,7 @@ class CustomerService:
     ) -> None:
         self._database = database
         self._writer = writer
+        self._audit = audit
         self._keys = data_keys
         self._blind_index = blind_index
         self._request_mac = request_mac
@@ -100,8 +104,8 @@ class CustomerService:
 
     # -- create ---------------------------------------------------------------------------------------------------
 
-    def create(self, principal: str, request_id: str, raw: Profile) -> Customer:
-        request_key = self._request_key(principal, request_id)
+    def create(self, caller: Caller, request_id: str, raw: Profile) -> Customer:
+        request_key = self._request_key(caller.principal, request_id)
         profile = canonical_profile(raw)
         require_identifier(profile)
         fingerprint = self._request_mac.digest("create-body", _fingerprint_text(profile))
@@ -124,18 +128,23 @@ class CustomerService:
         if request_key is not None:
             idempotency = {"key_digest": request_key, "request_digest": fingerprint, "customer_id": customer_id}
             rows = repo.with_idempotency(rows, {**idempotency, "create_time": now})
+        event = AuditDraft.of(caller, "ok", (customer_id,), _fields_of(profile))
         try:
-            self._writer.submit(rows)
+            self._writer.submit(rows, (event,))  # the customer and its audit event commit together
         except SqlIntegrityError:
             # The happy path runs no pre-checks: unique keys decide, and only a loser pays for finding out why.
-            return self._explain_conflict(request_key, fingerprint, digests)
+            return self._explain_conflict(caller, request_key, fingerprint, digests)
         except OperationalError:
             raise Unavailable() from None
         self._keys.cache.put(customer_id, wrapped.blob, dek)
         return Customer(customer_id, 1, profile, now, now)
 
     def _explain_conflict(
-        self, request_key: bytes | None, fingerprint: bytes, digests: Sequence[tuple[IdentifierKind, bytes]]
+        self,
+        caller: Caller,
+        request_key: bytes | None,
+        fingerprint: bytes,
+        digests: Sequence[tuple[IdentifierKind, bytes]],
     ) -> Customer:
         with self._database.read() as connection:
             existing = None if request_key is None else repo.get_idempotency(connection, request_key)
@@ -144,7 +153,7 @@ class CustomerService:
         if existing is not None:
             if bytes(existing.request_digest) != fingerprint:
                 raise IdempotencyConflict()
-            return self.get(existing.customer_id)
+            return self.get(caller, existing.customer_id)
         raise Unavailable()  # a unique key clashed but nothing explains it: a random-id collision; the caller retries
 
     def _request_key(self, principal: str, request_id: str) -> bytes | None:
@@ -165,21 +174,28 @@ class CustomerService:
 
     # -- read -----------------------------------------------------------------------------------------------------
 
-    def get(self, customer_id: str) -> Customer:
+    def get(self, caller: Caller, customer_id: str) -> Customer:
         _check_customer_id(customer_id, "customer_id")
         with self._database.read() as connection:
             row = repo.get_row(connection, customer_id)
         if row is None:
             raise NotFound()
-        return self._decrypt_rows([row])[0]
+        return self._disclose(caller, self._decrypt_rows([row]))[0]
 
-    def find(self, kind: IdentifierKind, raw_value: str, ref_source: str = "") -> list[Customer]:
+    def _disclose(self, caller: Caller, customers: list[Customer]) -> list[Customer]:
+        """Commit the audit event of a read before handing out what it read (fail closed: no event, no data)."""
+        fields = sorted({name for customer in customers for name in _fields_of(customer.profile)})
+        self._audit.record(AuditDraft.of(caller, "ok", tuple(c.customer_id for c in customers), tuple(fields)))
+        return customers
+
+    def find(self, caller: Caller, kind: IdentifierKind, raw_value: str, ref_source: str = "") -> list[Customer]:
         canonical = self._find_canonical(kind, raw_value, ref_source)
         digest = self._blind_index.digest(kind.value, canonical.encode())
         with self._database.read() as connection:
             owner = repo.owner(connection, kind, digest)
             row = None if owner is None else repo.get_row(connection, owner)
-        return [] if row is None else self._decrypt_rows([row])
+        # A lookup that finds nobody is audited too: probing for identifiers is itself an access attempt.
+        return self._disclose(caller, [] if row is None else self._decrypt_rows([row]))
 
     @staticmethod
     def _find_canonical(kind: IdentifierKind, raw_value: str, ref_source: str) -> str:
@@ -196,20 +212,22 @@ class CustomerService:
         except ids.IdentifierError as error:
             raise InvalidArgument.single(field, error.rule) from None
 
-    def page(self, page_size: int, page_token: str) -> Page:
+    def page(self, caller: Caller, page_size: int, page_token: str) -> Page:
         if page_size < 0:
             raise InvalidArgument.single("page_size", "must not be negative")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_page_token(page_token)
         with self._database.read() as connection:
             rows = repo.page_rows(connection, after, size + 1)
-        customers = self._decrypt_rows(rows[:size])
+        customers = self._disclose(caller, self._decrypt_rows(rows[:size]))
         next_token = _encode_page_token(customers[-1].customer_id) if len(rows) > size else ""
         return Page(customers, next_token)
 
     # -- update ---------------------------------------------------------------------------------------------------
 
-    def update(self, raw: Profile, customer_id: str, mask: Sequence[str], expected_version: int) -> Customer:
+    def update(
+        self, caller: Caller, raw: Profile, customer_id: str, mask: Sequence[str], expected_version: int
+    ) -> Customer:
         _check_customer_id(customer_id, "customer.customer_id")
         names = _check_mask(mask)
         if expected_version < 1:
@@ -238,7 +256,7 @@ class CustomerService:
             repo.insert_indexes(connection, customer_id, digests)
 
         try:
-            self._writer.submit(write)
+            self._writer.submit(write, (AuditDraft.of(caller, "ok", (customer_id,), tuple(sorted(names))),))
         except SqlIntegrityError:
             # A concurrent create took one of the new identifiers between our check and insert.
             with self._database.read() as connection:
@@ -282,6 +300,11 @@ class CustomerService:
         except CryptoError:
             raise IntegrityError() from None
         return Customer(row.customer_id, row.version, Profile(**fields), row.create_time, row.update_time)  # type: ignore[arg-type]
+
+
+def _fields_of(profile: Profile) -> tuple[str, ...]:
+    """The names (never the values) of the personal fields a profile holds: what an audit event records."""
+    return tuple(name for name in PERSONAL_FIELDS if not is_empty(getattr(profile, name)))
 
 
 def _fingerprint_text(profile: Profile) -> bytes:

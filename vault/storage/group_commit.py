@@ -13,7 +13,10 @@ error while the others commit. Request functions must therefore only touch the d
 
 ``submit`` returns only after the commit that holds the work, so an acknowledged write is durable (to the database's
 durability setting). If that commit fails, every request in the group gets the error and none of them was written.
-The leader's lock also makes this the natural place to serialise anything that must be ordered, such as a hash chain.
+
+A request may carry a *tail* (audit events): after the group's work, ``before_commit`` receives the tails of every
+request that succeeded, in order, inside the same transaction. This is how a hash chain is extended once per group —
+one head lock, one multi-row insert — and how a write and its audit event commit together or not at all.
 """
 
 from __future__ import annotations
@@ -69,24 +72,32 @@ def _ordered(tables: frozenset[Table]) -> list[Table]:
 
 @dataclass(eq=False)
 class _Job(Generic[T]):
-    work: Callable[[Connection], T] | Inserts
+    work: Callable[[Connection], T] | Inserts | None
+    tail: tuple[object, ...] = ()
     done: bool = False
     result: T | None = None
     error: BaseException | None = field(default=None)
 
 
 class GroupCommitter:
-    def __init__(self, database: Database, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        database: Database,
+        max_batch: int = MAX_BATCH,
+        before_commit: Callable[[Connection, list[object]], None] | None = None,
+    ) -> None:
         self._database = database
         self._max_batch = max_batch
+        self._before_commit = before_commit
         self._pending: deque[_Job[Any]] = deque()
         self._leader = threading.Lock()
         self.batches = 0
         self.jobs = 0
 
-    def submit(self, work: Callable[[Connection], T] | Inserts) -> T:
-        """Run ``work`` inside the next group transaction; return its result once that transaction has committed."""
-        job: _Job[T] = _Job(work)
+    def submit(self, work: Callable[[Connection], T] | Inserts | None, tail: tuple[object, ...] = ()) -> T:
+        """Run ``work`` (and hand ``tail`` to ``before_commit``) in the next group transaction; return its result
+        once that transaction has committed."""
+        job: _Job[T] = _Job(work, tail)
         self._pending.append(job)
         while not job.done:
             with self._leader:
@@ -131,16 +142,17 @@ class GroupCommitter:
                 for job in batch:
                     if isinstance(job.work, Inserts):
                         inserts.append(job.work)
-                    else:
+                    elif job.work is not None:
                         job.result = job.work(connection)
                 _execute_inserts(connection, inserts)
+                self._finish(connection, batch)
                 return
             for job in batch:
                 savepoint = connection.begin_nested()
                 try:
                     if isinstance(job.work, Inserts):
                         _execute_inserts(connection, [job.work])
-                    else:
+                    elif job.work is not None:
                         job.result = job.work(connection)
                 except OperationalError:
                     raise  # the connection or database is in trouble: fail the whole group
@@ -149,3 +161,11 @@ class GroupCommitter:
                     job.error = error
                 else:
                     savepoint.commit()
+            self._finish(connection, batch)
+
+    def _finish(self, connection: Connection, batch: list[_Job[Any]]) -> None:
+        if self._before_commit is None:
+            return
+        tails = [item for job in batch if job.error is None for item in job.tail]
+        if tails:
+            self._before_commit(connection, tails)

@@ -125,3 +125,54 @@ class ErasureRow(Base):
 
     subject_digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     erase_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class AuditEventRow(Base):
+    """One audit event. ``mac`` chains it to the previous event; personal data never appears (ids and field names)."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    time_us: Mapped[int] = mapped_column(BigInteger, index=True)
+    principal: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(96), index=True)
+    customer_ids: Mapped[str] = mapped_column(Text)
+    fields: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(32), index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    peer: Mapped[str] = mapped_column(String(96))
+    mac: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditSubjectRow(Base):
+    """Which events concern which customer: the index behind "who accessed this customer's data"."""
+
+    __tablename__ = "audit_subjects"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    customer_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
+class AuditHeadRow(Base):
+    """The chain head (one row): the last sequence number and MAC. Locked by every append, which orders the chain."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    mac: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditCheckpointRow(Base):
+    """A signed statement "the chain had this head at this time" (Ed25519 over the canonical checkpoint)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    head_mac: Mapped[bytes] = mapped_column(LargeBinary(32))
+    time_us: Mapped[int] = mapped_column(BigInteger)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
