@@ -68,7 +68,7 @@ class ChainVerifier:
 
     def checkpoints(self) -> list[Checkpoint]:
         with self._database.read() as connection:
-            rows = connection.execute(select(AuditCheckpointRow).order_by(AuditCheckpointRow.seq)).scalars().all()
+            rows = connection.execute(select(AuditCheckpointRow.__table__).order_by(AuditCheckpointRow.seq)).all()
         return [Checkpoint(r.seq, bytes(r.head_mac), r.time_us, bytes(r.public_key), bytes(r.signature)) for r in rows]
 
     def _pages(self) -> Iterator[Sequence[tuple[object, ...]]]:

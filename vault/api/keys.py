@@ -6,8 +6,11 @@ from collections.abc import Iterator
 
 import grpc
 
+from audit.events import AuditDraft
+from audit.log import AuditLog
 from piivault.v1 import keys_pb2 as pb
 from piivault.v1 import keys_pb2_grpc as pb_grpc
+from vault.api.context import current_caller
 from vault.errors import FailedPrecondition, Unavailable
 from vault.keys import rotation
 from vault.keys.provider import MinimumVersionRefused, ProviderUnavailable
@@ -18,8 +21,11 @@ def _progress(step: rotation.RewrapProgress) -> pb.RewrapProgress:
 
 
 class KeyServicer(pb_grpc.KeyServiceServicer):
-    def __init__(self, keys: rotation.KeyRotation) -> None:
+    """Key operations touch no personal data but change how all of it is protected: each is audited."""
+
+    def __init__(self, keys: rotation.KeyRotation, audit: AuditLog) -> None:
         self._keys = keys
+        self._audit = audit
 
     def GetKeyStatus(self, request: pb.GetKeyStatusRequest, context: grpc.ServicerContext) -> pb.GetKeyStatusResponse:
         try:
@@ -44,12 +50,14 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
         )
 
     def RotateKek(self, request: pb.RotateKekRequest, context: grpc.ServicerContext) -> Iterator[pb.RotateKekResponse]:
+        self._audit.record(AuditDraft.of(current_caller.get(), "ok"))
         for step in _guarded(self._keys.rotate()):
             yield pb.RotateKekResponse(new_version=step.target_version, progress=_progress(step))
 
     def RewrapKeys(
         self, request: pb.RewrapKeysRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.RewrapKeysResponse]:
+        self._audit.record(AuditDraft.of(current_caller.get(), "ok"))
         for step in _guarded(self._keys.rewrap()):
             yield pb.RewrapKeysResponse(target_version=step.target_version, progress=_progress(step))
 
@@ -58,6 +66,7 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
     ) -> pb.SetMinDecryptionVersionResponse:
         try:
             self._keys.raise_min_decryption_version(request.version)
+            self._audit.record(AuditDraft.of(current_caller.get(), "ok"))
             return pb.SetMinDecryptionVersionResponse(
                 min_decryption_version=self._keys.status()[0].min_decryption_version
             )

@@ -15,8 +15,10 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from piivault.v1 import customers_pb2, customers_pb2_grpc, keys_pb2, keys_pb2_grpc
+from audit.queries import AuditQueries
+from piivault.v1 import audit_pb2, audit_pb2_grpc, customers_pb2, customers_pb2_grpc, keys_pb2, keys_pb2_grpc
 from vault import logs
+from vault.api.audit import AuditServicer
 from vault.api.customers import CustomerServicer
 from vault.api.guard import CallGuard
 from vault.api.keys import KeyServicer
@@ -27,6 +29,7 @@ _log = structlog.get_logger("piivault.server")
 SERVICE_NAMES = (
     customers_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name,
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 
 
@@ -57,7 +60,10 @@ def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = 
         maximum_concurrent_rpcs=settings.workers * 64,
     )
     customers_pb2_grpc.add_CustomerServiceServicer_to_server(CustomerServicer(vault.customers), server)
-    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(vault.keys), server)
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(vault.keys, vault.audit), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(
+        AuditServicer(AuditQueries(vault.database), vault.audit_verifier, vault.audit), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:

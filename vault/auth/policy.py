@@ -11,6 +11,7 @@ from vault.errors import PermissionDenied
 
 _CUSTOMER_WRITERS = frozenset({"service", "admin"})
 _ADMIN = frozenset({"admin"})
+_AUDITORS = frozenset({"auditor", "admin"})
 
 ALLOWED_ROLES: dict[str, frozenset[str]] = {
     "/piivault.v1.CustomerService/CreateCustomer": _CUSTOMER_WRITERS,
@@ -22,6 +23,9 @@ ALLOWED_ROLES: dict[str, frozenset[str]] = {
     "/piivault.v1.KeyService/RotateKek": _ADMIN,
     "/piivault.v1.KeyService/RewrapKeys": _ADMIN,
     "/piivault.v1.KeyService/SetMinDecryptionVersion": _ADMIN,
+    "/piivault.v1.AuditService/QueryEvents": _AUDITORS,
+    "/piivault.v1.AuditService/VerifyChain": _AUDITORS,
+    "/piivault.v1.AuditService/GetCheckpoint": _AUDITORS,
 }
 
 # Standard infrastructure services that carry no personal data; load balancers and `buf curl` call them unauthenticated.
