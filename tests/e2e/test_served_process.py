@@ -98,3 +98,33 @@ def test_sigterm_shuts_down_gracefully_and_logs_hold_no_pii(served: ServerProces
     assert served.token.encode() not in log
     database = served.data_dir / "var" / "piivault.db"
     assert find_in_bytes(sqlite_files(database), needles(people)) == []
+
+
+def test_audit_exports_hold_no_personal_data(served: ServerProcess) -> None:
+    people = People(seed=22).many(4)
+    with grpc.insecure_channel(served.address) as channel:
+        stub = pb_grpc.CustomerServiceStub(channel)
+        for person in people:
+            created = stub.CreateCustomer(
+                pb.CreateCustomerRequest(customer=pb.Customer(name=person.name, mobile=person.mobile)),
+                metadata=served.metadata,
+            )
+            stub.GetCustomer(pb.GetCustomerRequest(customer_id=created.customer.customer_id), metadata=served.metadata)
+            stub.FindCustomers(pb.FindCustomersRequest(email=person.email), metadata=served.metadata)
+    served.stop()
+    exports = b""
+    for output in ("csv", "json", "table"):
+        done = subprocess.run(
+            [str(BUF.parent / "piivault"), "audit", "query", "--format", output],
+            env=served.env,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        exports += done.stdout
+    assert b"/piivault.v1.CustomerService/GetCustomer" in exports
+    assert find_in_bytes(exports, needles(people)) == []
+    verified = subprocess.run(
+        [str(BUF.parent / "piivault"), "audit", "verify"], env=served.env, capture_output=True, timeout=60, check=False
+    )
+    assert verified.returncode == 0, verified.stderr

@@ -32,6 +32,7 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
             status, counts = self._keys.status()
         except ProviderUnavailable:
             raise Unavailable() from None
+        self._audit.record(AuditDraft.of(current_caller.get(), "ok"))
         versions = sorted(set(counts.customer_deks) | set(counts.service_keys) | set(status.versions))
         return pb.GetKeyStatusResponse(
             provider=status.provider,

@@ -1,0 +1,234 @@
+"""Every RPC leaves the right audit event — succeeded, denied or invalid — and no personal data in it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from audit.events import AuditEvent
+from audit.queries import AuditQueries, EventFilter
+from piivault.v1 import audit_pb2, audit_pb2_grpc, keys_pb2, keys_pb2_grpc
+from piivault.v1 import customers_pb2 as pb
+from piivault.v1 import customers_pb2_grpc as pb_grpc
+from tests.support.people import People, Person, customer_message
+from tests.support.scan import find_in_bytes, needles
+from vault.app import Vault
+
+CUSTOMER = "/piivault.v1.CustomerService/"
+KEYS = "/piivault.v1.KeyService/"
+AUDIT = "/piivault.v1.AuditService/"
+
+
+@dataclass
+class World:
+    vault: Vault
+    channel: grpc.Channel
+    person: Person
+    customer_id: str
+    tokens: dict[str, str]
+
+    def metadata(self, role: str, request_id: str) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.tokens[role]}"), ("x-request-id", request_id))
+
+
+@pytest.fixture
+def world(vault: Vault, channel: grpc.Channel, people: People) -> World:
+    tokens = {role: vault.tokens.create(f"{role}-1", role).secret for role in ("service", "admin", "auditor")}
+    person = people.next()
+    stub = pb_grpc.CustomerServiceStub(channel)
+    created = stub.CreateCustomer(
+        pb.CreateCustomerRequest(customer=customer_message(person)),
+        metadata=(("authorization", f"Bearer {tokens['service']}"),),
+    )
+    return World(vault, channel, person, created.customer.customer_id, tokens)
+
+
+Call = Callable[[World, tuple[tuple[str, str], ...], bool], object]
+
+
+def _customers(world: World) -> pb_grpc.CustomerServiceStub:
+    return pb_grpc.CustomerServiceStub(world.channel)
+
+
+# Each RPC: (name, the role allowed to call it, how to call it validly or invalidly, what a success records).
+RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
+    (
+        CUSTOMER + "CreateCustomer",
+        "service",
+        lambda w, md, ok: _customers(w).CreateCustomer(
+            pb.CreateCustomerRequest(customer=pb.Customer(name="新客", mobile="13700001111" if ok else "12")),
+            metadata=md,
+        ),
+        ("mobile", "name"),
+    ),
+    (
+        CUSTOMER + "GetCustomer",
+        "service",
+        lambda w, md, ok: _customers(w).GetCustomer(
+            pb.GetCustomerRequest(customer_id=w.customer_id if ok else "not-an-id"), metadata=md
+        ),
+        ("mobile", "name", "national_id"),
+    ),
+    (
+        CUSTOMER + "UpdateCustomer",
+        "service",
+        lambda w, md, ok: _customers(w).UpdateCustomer(
+            pb.UpdateCustomerRequest(
+                customer=pb.Customer(customer_id=w.customer_id, address="新地址"),
+                update_mask=field_mask_pb2.FieldMask(paths=["address" if ok else "no_such_field"]),
+                expected_version=1,
+            ),
+            metadata=md,
+        ),
+        ("address",),
+    ),
+    (
+        CUSTOMER + "FindCustomers",
+        "service",
+        lambda w, md, ok: _customers(w).FindCustomers(
+            pb.FindCustomersRequest(mobile=w.person.mobile if ok else "abc"), metadata=md
+        ),
+        ("mobile", "email"),
+    ),
+    (
+        CUSTOMER + "ListCustomers",
+        "service",
+        lambda w, md, ok: _customers(w).ListCustomers(pb.ListCustomersRequest(page_size=10 if ok else -1), metadata=md),
+        ("mobile",),
+    ),
+    (
+        KEYS + "GetKeyStatus",
+        "admin",
+        lambda w, md, ok: keys_pb2_grpc.KeyServiceStub(w.channel).GetKeyStatus(
+            keys_pb2.GetKeyStatusRequest(), metadata=md
+        ),
+        (),
+    ),
+    (
+        KEYS + "RewrapKeys",
+        "admin",
+        lambda w, md, ok: list(
+            keys_pb2_grpc.KeyServiceStub(w.channel).RewrapKeys(keys_pb2.RewrapKeysRequest(), metadata=md)
+        ),
+        (),
+    ),
+    (
+        KEYS + "SetMinDecryptionVersion",
+        "admin",
+        lambda w, md, ok: keys_pb2_grpc.KeyServiceStub(w.channel).SetMinDecryptionVersion(
+            keys_pb2.SetMinDecryptionVersionRequest(version=1 if ok else 99), metadata=md
+        ),
+        (),
+    ),
+    (
+        AUDIT + "QueryEvents",
+        "auditor",
+        lambda w, md, ok: list(
+            audit_pb2_grpc.AuditServiceStub(w.channel).QueryEvents(
+                audit_pb2.QueryEventsRequest(page_size=5 if ok else -5), metadata=md
+            )
+        ),
+        (),
+    ),
+    (
+        AUDIT + "VerifyChain",
+        "auditor",
+        lambda w, md, ok: audit_pb2_grpc.AuditServiceStub(w.channel).VerifyChain(
+            audit_pb2.VerifyChainRequest(), metadata=md
+        ),
+        (),
+    ),
+    (
+        AUDIT + "GetCheckpoint",
+        "auditor",
+        lambda w, md, ok: audit_pb2_grpc.AuditServiceStub(w.channel).GetCheckpoint(
+            audit_pb2.GetCheckpointRequest(), metadata=md
+        ),
+        (),
+    ),
+]
+NO_INVALID_FORM = {KEYS + "GetKeyStatus", KEYS + "RewrapKeys", AUDIT + "VerifyChain", AUDIT + "GetCheckpoint"}
+
+
+def _events(world: World, request_id: str) -> list[AuditEvent]:
+    return [
+        event
+        for chunk in AuditQueries(world.vault.database).events(EventFilter(), 0, 100_000)
+        for event in chunk
+        if event.request_id == request_id
+    ]
+
+
+CASES = [
+    pytest.param(*spec, case, id=f"{spec[0].rsplit('/', 1)[1]}-{case}")
+    for spec in RPCS
+    for case in ("ok", "denied", "invalid", "unauthenticated")
+    if not (case == "invalid" and spec[0] in NO_INVALID_FORM)  # these take no argument that could be invalid
+]
+
+
+@pytest.mark.parametrize(("rpc", "role", "call", "fields", "case"), CASES)
+def test_every_rpc_is_audited(
+    world: World, rpc: str, role: str, call: Call, fields: tuple[str, ...], case: str
+) -> None:
+    request_id = "rq-" + uuid.uuid4().hex
+    acting = {"ok": role, "invalid": role, "denied": "auditor" if role != "auditor" else "service"}.get(case, role)
+    metadata = (
+        (("x-request-id", request_id), ("authorization", "Bearer pvt_" + "x" * 43))
+        if case == "unauthenticated"
+        else world.metadata(acting, request_id)
+    )
+    try:
+        call(world, metadata, case != "invalid")
+        code = grpc.StatusCode.OK
+    except grpc.RpcError as error:
+        code = error.code()
+    expected_code = {
+        "ok": grpc.StatusCode.OK,
+        "denied": grpc.StatusCode.PERMISSION_DENIED,
+        "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    }.get(case, grpc.StatusCode.INVALID_ARGUMENT)
+    if rpc == KEYS + "SetMinDecryptionVersion" and case == "invalid":
+        expected_code = grpc.StatusCode.FAILED_PRECONDITION
+    assert code == expected_code
+
+    events = _events(world, request_id)
+    assert len(events) >= 1
+    event = events[-1]
+    assert event.action == rpc
+    expected_outcome = {"ok": "ok", "denied": "denied", "unauthenticated": "unauthenticated"}.get(case, "invalid")
+    if rpc == KEYS + "SetMinDecryptionVersion" and case == "invalid":
+        expected_outcome = "failed_precondition"
+    assert event.outcome == expected_outcome
+    if case == "unauthenticated":
+        assert event.principal == ""
+    else:
+        assert event.principal == f"{acting}-1"
+        assert event.role == acting
+    assert event.peer.startswith(("ipv4:", "ipv6:"))
+    if case == "ok" and rpc.startswith(CUSTOMER):
+        assert event.customer_ids
+        assert set(fields) <= set(event.fields)
+    if case == "ok" and rpc == CUSTOMER + "GetCustomer":
+        assert event.customer_ids == (world.customer_id,)
+    text = repr(events).encode()
+    assert find_in_bytes(text, needles([world.person])) == []
+    assert world.tokens[acting].encode() not in text
+    assert world.vault.audit_verifier.verify().intact
+
+
+def test_a_customers_access_history_is_queryable(world: World) -> None:
+    stub = _customers(world)
+    for _ in range(3):
+        stub.GetCustomer(pb.GetCustomerRequest(customer_id=world.customer_id), metadata=world.metadata("service", "x"))
+    history = [
+        event
+        for chunk in AuditQueries(world.vault.database).events(EventFilter(customer_id=world.customer_id))
+        for event in chunk
+    ]
+    assert [e.action.rsplit("/", 1)[1] for e in history] == ["CreateCustomer"] + ["GetCustomer"] * 3
