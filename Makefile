@@ -36,12 +36,15 @@ check-protos: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+	$(PY) -m bench.audit_verify --events 1000000
 
 # Long runs that do not belong in `make test`: online KEK rotation over 100,000 customers with a concurrent reader,
 # on the local keyring and on Vault Transit (the Transit-API test server).
 soak: $(STAMP)
 	$(PY) -m bench.rotation_soak --customers 100000 --provider local
 	$(PY) -m bench.rotation_soak --customers 100000 --provider vault-transit
+	PIIVAULT_TEST_AUDIT_SECONDS=30 PIIVAULT_TEST_POSTGRES_URL=$${PIIVAULT_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres} \
+		$(PY) -m pytest tests/e2e/test_audit_multiprocess.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -78,6 +78,11 @@ class AuditEvent:
     mac: bytes
 
 
+# The canonical form, as one %-format over the stored column values in this order (lists already comma-joined):
+# seq, time_us, principal, role, action, customer_ids, fields, purpose, outcome, request_id, peer.
+CANONICAL_FORMAT = "v1" + "\x1f%d\x1f%d" + "\x1f%s" * 9
+
+
 def canonical(
     seq: int,
     time_us: int,
@@ -92,19 +97,5 @@ def canonical(
     peer: str,
 ) -> bytes:
     """The MAC input of one event, from its stored column values (lists already joined by commas)."""
-    return SEPARATOR.join(
-        (
-            "v1",
-            str(seq),
-            str(time_us),
-            principal,
-            role,
-            action,
-            customer_ids,
-            fields,
-            purpose,
-            outcome,
-            request_id,
-            peer,
-        )
-    ).encode()
+    values = (seq, time_us, principal, role, action, customer_ids, fields, purpose, outcome, request_id, peer)
+    return (CANONICAL_FORMAT % values).encode()

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -280,6 +281,9 @@ def main() -> None:
         }
         with ServerProcess(root / "grpc", server_env) as server:
             over_grpc = grpc_figures(server, people, args.reads, args.concurrency, args.client_processes)
+        unaudited_command = [sys.executable, "-m", "bench.unaudited_server"]
+        with ServerProcess(root / "grpc-unaudited", server_env, unaudited_command) as server:
+            without_audit = grpc_figures(server, people, args.reads, args.concurrency, args.client_processes)
         direct = in_process_figures(root / "direct", people, args.reads)
         providers = provider_figures(root / "providers", people[: args.provider_creates], args.reads)
     print(
@@ -290,6 +294,12 @@ def main() -> None:
     print(f"{'operation':<24}{'count':>8}{'ops/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
     for result in over_grpc + direct:
         print(result.row())
+    print("the same gRPC run with audit recording patched out (bench/unaudited_server.py):")
+    for result in without_audit:
+        print(result.row().replace("grpc ", "grpc, no audit: ", 1))
+    print("audited ÷ unaudited ops/s over gRPC:")
+    for audited, bare in zip(over_grpc, without_audit, strict=True):
+        print(f"  {audited.name.removeprefix('grpc '):<22}{audited.rate / bare.rate:>8.2f}")
     print("gRPC cost ratio (in-process ops/s ÷ gRPC ops/s):")
     for remote, local in zip(over_grpc, direct, strict=True):
         print(f"  {remote.name.removeprefix('grpc '):<22}{local.rate / remote.rate:>8.2f}x")

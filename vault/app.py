@@ -115,7 +115,7 @@ class Vault:
             KeyRotation(database, provider, data_keys),
             shredder,
             audit,
-            ChainVerifier(database, chain, signer.public_key),
+            ChainVerifier(database, chain, signer.public_key, service_keys[AUDIT_MAC_KEY].reveal()),
             tuple(owned),
         )
 

@@ -31,7 +31,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "audit_events",
-        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=False, nullable=False),
         sa.Column("time_us", sa.BigInteger(), nullable=False),
         sa.Column("principal", sa.String(length=64), nullable=False),
         sa.Column("role", sa.String(length=32), nullable=False),

@@ -222,3 +222,32 @@ def test_truncation_hidden_by_rewriting_the_head_is_caught_by_a_checkpoint(
     database.dispose()
     assert not report.intact
     assert report.first_bad_seq == 121  # the checkpoint at 150 (one every 50 events) proves events are missing
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_parallel_verification_finds_the_same_first_bad_sequence(
+    pristine: tuple[Path, bytes, Signer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Split over two processes, including breaks right at the boundary between their ranges."""
+    import audit.verify
+
+    monkeypatch.setattr(audit.verify, "PARALLEL_THRESHOLD", 0)
+    source, mac_key, signer = pristine
+    copy = tmp_path / "p.db"
+    shutil.copy(source, copy)
+    boundary = audit.verify._split(EVENTS, 2)[0][1]
+    if seed <= 2:  # the last event of the first range, or the first of the second
+        expected = boundary + seed - 1
+        connection = sqlite3.connect(copy)
+        with connection:
+            connection.execute("DELETE FROM audit_events WHERE seq = ?", (expected,))
+        connection.close()
+    else:
+        _, expected = _mutate(copy, random.Random(seed))
+    database = Database.from_url(f"sqlite:///{copy}")
+    verifier = ChainVerifier(database, ChainMac(SecretKey(mac_key)), signer.public_key, mac_key)
+    single = verifier.verify(workers=1)
+    parallel = verifier.verify(workers=2)
+    database.dispose()
+    assert single.first_bad_seq == expected
+    assert (parallel.intact, parallel.first_bad_seq) == (False, expected)

@@ -33,8 +33,11 @@ def run_cli(args: list[str], env: dict[str, str]) -> str:
 class ServerProcess:
     """``piivault serve`` on a free loopback port, migrated, with a service token; logs go to ``log_path``."""
 
-    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, extra_env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.command = command or [str(PIIVAULT), "serve"]
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = data_dir / "server.log"
@@ -62,7 +65,7 @@ class ServerProcess:
             ).strip()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen([str(PIIVAULT), "serve"], env=self.env, stdout=log, stderr=log)
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=log)
         log.close()
         self.wait_serving()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -127,7 +128,9 @@ def audit_verify(
     ):
         task = bar.add_task("verifying", total=None)
         report = vault.audit_verifier.verify(
-            trusted, progress=lambda done, total: bar.update(task, completed=done, total=max(total, 1))
+            trusted,
+            progress=lambda done, total: bar.update(task, completed=done, total=max(total, 1)),
+            workers=os.cpu_count() or 1,
         )
     if report.intact:
         err.print(
