@@ -15,23 +15,47 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.events import LIST_SEPARATOR, AuditDraft, canonical
 from vault.crypto import ChainMac, Signer
 from vault.errors import Unavailable
 from vault.storage.group_commit import GroupCommitter
-from vault.storage.models import AuditCheckpointRow, AuditEventRow, AuditHeadRow, AuditSubjectRow
+from vault.storage.models import AuditCheckpointRow, AuditHeadRow
 
 HEAD_ID = 1
 CHECKPOINT_EVERY = 1000
 CHECKPOINT_SECONDS = 60.0
 
-_insert_events = insert(AuditEventRow)
-_insert_subjects = insert(AuditSubjectRow)
-_update_head = update(AuditHeadRow).where(AuditHeadRow.id == HEAD_ID)
+_lock_head = select(AuditHeadRow.seq, AuditHeadRow.mac).where(AuditHeadRow.id == HEAD_ID).with_for_update()
+_EVENT_COLUMNS = "seq, time_us, principal, role, action, customer_ids, fields, purpose, outcome, request_id, peer, mac"
+
+
+@dataclass(frozen=True)
+class _Sql:
+    lock_head: str
+    insert_event: str
+    insert_subject: str
+    update_head: str
+
+
+@cache
+def _sql_for(dialect: str) -> _Sql:
+    """The append statements in the driver's own placeholder style (sqlite3: ``?``; psycopg: ``%s``)."""
+    mark = "?" if dialect == "sqlite" else "%s"
+    # SQLite has no row locks; its write lock, taken by BEGIN IMMEDIATE, already serialises appends.
+    lock = "" if dialect == "sqlite" else " FOR UPDATE"
+    # Every interpolated piece is a constant of this module, never input.
+    return _Sql(
+        lock_head=f"SELECT seq, mac FROM audit_head WHERE id = {HEAD_ID}{lock}",  # noqa: S608
+        insert_event=f"INSERT INTO audit_events ({_EVENT_COLUMNS}) VALUES ({', '.join([mark] * 12)})",  # noqa: S608
+        insert_subject=f"INSERT INTO audit_subjects (customer_id, seq) VALUES ({mark}, {mark})",  # noqa: S608
+        update_head=f"UPDATE audit_head SET seq = {mark}, mac = {mark} WHERE id = {HEAD_ID}",  # noqa: S608
+    )
 
 
 def checkpoint_message(seq: int, head_mac: bytes, time_us: int) -> bytes:
@@ -78,55 +102,42 @@ class AuditLog:
         drafts = [item for item in items if isinstance(item, AuditDraft)]
         if not drafts:
             return
-        head = connection.execute(
-            select(AuditHeadRow.seq, AuditHeadRow.mac).where(AuditHeadRow.id == HEAD_ID).with_for_update()
-        ).one()
-        seq, mac = int(head.seq), bytes(head.mac)
-        first_seq = seq
-        time_us = self._clock_us()
-        events: list[dict[str, object]] = []
-        subjects: list[dict[str, object]] = []
-        for draft in drafts:
-            seq += 1
-            customer_ids = LIST_SEPARATOR.join(draft.customer_ids)
-            fields = LIST_SEPARATOR.join(draft.fields)
-            mac = self._chain.link(
-                mac,
-                canonical(
+        sql = _sql_for(connection.dialect.name)
+        # The driver's cursor, not SQLAlchemy statements: this runs for every read, and four compiled statements
+        # measured as three quarters of an audit append's cost. Same transaction, same connection.
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql.lock_head)
+            seq, mac = cursor.fetchone()
+            seq, mac = int(seq), bytes(mac)
+            first_seq = seq
+            time_us = self._clock_us()
+            events: list[tuple[object, ...]] = []
+            subjects: list[tuple[str, int]] = []
+            for draft in drafts:
+                seq += 1
+                values = (
                     seq,
                     time_us,
                     draft.principal,
                     draft.role,
                     draft.action,
-                    customer_ids,
-                    fields,
+                    LIST_SEPARATOR.join(draft.customer_ids),
+                    LIST_SEPARATOR.join(draft.fields),
                     draft.purpose,
                     draft.outcome,
                     draft.request_id,
                     draft.peer,
-                ),
-            )
-            events.append(
-                {
-                    "seq": seq,
-                    "time_us": time_us,
-                    "principal": draft.principal,
-                    "role": draft.role,
-                    "action": draft.action,
-                    "customer_ids": customer_ids,
-                    "fields": fields,
-                    "purpose": draft.purpose,
-                    "outcome": draft.outcome,
-                    "request_id": draft.request_id,
-                    "peer": draft.peer,
-                    "mac": mac,
-                }
-            )
-            subjects.extend({"customer_id": cid, "seq": seq} for cid in dict.fromkeys(draft.customer_ids))
-        connection.execute(_insert_events, events)
-        if subjects:
-            connection.execute(_insert_subjects, subjects)
-        connection.execute(_update_head, {"seq": seq, "mac": mac})
+                )
+                mac = self._chain.link(mac, canonical(*values))
+                events.append((*values, mac))
+                subjects.extend((cid, seq) for cid in dict.fromkeys(draft.customer_ids))
+            cursor.executemany(sql.insert_event, events)
+            if subjects:
+                cursor.executemany(sql.insert_subject, subjects)
+            cursor.execute(sql.update_head, (seq, mac))
+        finally:
+            cursor.close()
         crossed = seq // self._checkpoint_every > first_seq // self._checkpoint_every
         if crossed or time_us - self._last_checkpoint_us >= self._checkpoint_us:
             self._write_checkpoint(connection, seq, mac, time_us)
@@ -145,9 +156,7 @@ class AuditLog:
         assert self._writer is not None
 
         def sign(connection: Connection) -> None:
-            head = connection.execute(
-                select(AuditHeadRow.seq, AuditHeadRow.mac).where(AuditHeadRow.id == HEAD_ID).with_for_update()
-            ).one()
+            head = connection.execute(_lock_head).one()
             exists = connection.execute(
                 select(AuditCheckpointRow.seq).where(AuditCheckpointRow.seq == head.seq)
             ).first()
