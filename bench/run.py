@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--provider-creates", type=int, default=2000, help="creates for the key-provider comparison")
     parser.add_argument("--server-processes", type=int, default=2)
-    parser.add_argument("--server-workers", type=int, default=1, help="RPC threads per server process")
+    parser.add_argument("--server-workers", type=int, default=8, help="RPC threads per server process")
     args = parser.parse_args()
     people = People(seed=11).many(args.creates)
     with tempfile.TemporaryDirectory(prefix="piivault-bench-") as scratch:

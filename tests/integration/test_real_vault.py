@@ -11,6 +11,7 @@ import base64
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any
 
 import hvac
@@ -41,10 +42,10 @@ def key_name() -> Iterator[str]:
     client: Any = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"], verify=_verify())
     transit = client.secrets.transit
     try:
-        transit.update_key_configuration(name, deletion_allowed=True, mount_point=MOUNT)
-        transit.delete_key(name, mount_point=MOUNT)
-    except (hvac_errors.Forbidden, hvac_errors.InvalidRequest, hvac_errors.InvalidPath):
-        pass  # the token may not delete keys; the key stays, named so that it is easy to find and remove
+        # The token may not delete keys; then the key stays, named so that it is easy to find and remove.
+        with suppress(hvac_errors.Forbidden, hvac_errors.InvalidRequest, hvac_errors.InvalidPath):
+            transit.update_key_configuration(name, deletion_allowed=True, mount_point=MOUNT)
+            transit.delete_key(name, mount_point=MOUNT)
     finally:
         client.adapter.close()
 

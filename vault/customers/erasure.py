@@ -19,6 +19,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import structlog
@@ -128,8 +129,6 @@ def _delete_customer(connection: Connection, customer_id: str) -> bool:
 def _record(connection: Connection, subject: bytes, when: dt.datetime) -> None:
     exists = connection.execute(select(ErasureRow.subject_digest).where(ErasureRow.subject_digest == subject)).first()
     if exists is None:
-        try:
-            with connection.begin_nested():
-                connection.execute(insert(ErasureRow).values(subject_digest=subject, erase_time=when))
-        except SqlIntegrityError:
-            pass  # recorded concurrently by another replica
+        # Another replica may record the same erasure concurrently; its row is as good as ours.
+        with suppress(SqlIntegrityError), connection.begin_nested():
+            connection.execute(insert(ErasureRow).values(subject_digest=subject, erase_time=when))

@@ -7,6 +7,7 @@ and the others read the winner's key.
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import suppress
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -34,15 +35,13 @@ def load_service_keys(
         wrapped = provider.wrap(fresh)
         now = dt.datetime.now(dt.UTC)
         for name, item in zip(missing, wrapped, strict=True):
-            try:
-                with database.write() as connection:
-                    connection.execute(
-                        insert(ServiceKeyRow).values(
-                            name=name, wrapped_key=item.blob, kek_version=item.kek_version, create_time=now
-                        )
+            # If another replica created the key first, ours is dropped and theirs is used.
+            with suppress(IntegrityError), database.write() as connection:
+                connection.execute(
+                    insert(ServiceKeyRow).values(
+                        name=name, wrapped_key=item.blob, kek_version=item.kek_version, create_time=now
                     )
-            except IntegrityError:
-                pass  # another replica created it first; we use theirs
+                )
         stored = _read(database, names)
     try:
         unwrapped = provider.unwrap([stored[name] for name in names])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -152,11 +152,9 @@ class _Checkpointer:
             self._checkpoint("PASSIVE")
 
     def _checkpoint(self, mode: str) -> None:
-        try:
-            with self._engine.connect() as connection:
-                connection.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
-        except OperationalError:
-            pass  # busy or closing: the next round (or the next start) checkpoints instead
+        # Busy or closing: the next round (or the next start) checkpoints instead.
+        with suppress(OperationalError), self._engine.connect() as connection:
+            connection.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
 
     def stop(self) -> None:
         self._stopping.set()
