@@ -8,10 +8,17 @@ field may contain (``clean`` removes control characters from the free-text ones 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 SEPARATOR = "\x1f"
 LIST_SEPARATOR = ","
+CUSTOMER_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def is_customer_id(value: str) -> bool:
+    return CUSTOMER_ID.fullmatch(value) is not None
 
 
 def clean(value: str, limit: int) -> str:
@@ -53,8 +60,9 @@ class AuditDraft:
             principal=clean(caller.principal, 64),
             role=clean(caller.role, 32),
             action=clean(caller.action, 96),
-            customer_ids=customer_ids,
-            fields=fields,
+            # Only well-formed ids and field names: anything else could be personal data passed by mistake.
+            customer_ids=tuple(c for c in customer_ids if is_customer_id(c)),
+            fields=tuple(f for f in fields if FIELD_NAME.fullmatch(f)),
             purpose=clean(caller.purpose, 64),
             outcome=outcome,
             request_id=clean(caller.request_id, 64),

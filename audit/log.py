@@ -106,6 +106,7 @@ class AuditLog:
         # The driver's cursor, not SQLAlchemy statements: this runs for every read, and four compiled statements
         # measured as three quarters of an audit append's cost. Same transaction, same connection.
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        driver_error: type[Exception] = connection.dialect.loaded_dbapi.Error
         try:
             cursor.execute(sql.lock_head)
             seq, mac = cursor.fetchone()
@@ -136,6 +137,9 @@ class AuditLog:
             if subjects:
                 cursor.executemany(sql.insert_subject, subjects)
             cursor.execute(sql.update_head, (seq, mac))
+        except driver_error:
+            # Fail closed, and with a fixed message: the driver's own text can quote the statement's values.
+            raise Unavailable() from None
         finally:
             cursor.close()
         crossed = seq // self._checkpoint_every > first_seq // self._checkpoint_every

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from audit.events import CANONICAL_FORMAT
 from audit.log import HEAD_ID, checkpoint_message
@@ -75,9 +75,11 @@ class ChainVerifier:
         self._public_key = public_key
         self._chain_key = chain_key  # for worker processes; empty means verify in this process only
 
-    def checkpoints(self) -> list[Checkpoint]:
-        with self._database.read() as connection:
-            rows = connection.execute(select(AuditCheckpointRow.__table__).order_by(AuditCheckpointRow.seq)).all()
+    def checkpoints(self, connection: Connection | None = None) -> list[Checkpoint]:
+        if connection is None:
+            with self._database.read() as fresh:
+                return self.checkpoints(fresh)
+        rows = connection.execute(select(AuditCheckpointRow.__table__).order_by(AuditCheckpointRow.seq)).all()
         return [Checkpoint(r.seq, bytes(r.head_mac), r.time_us, bytes(r.public_key), bytes(r.signature)) for r in rows]
 
     def verify(
@@ -86,13 +88,16 @@ class ChainVerifier:
         progress: Progress | None = None,
         workers: int = 1,
     ) -> VerifyReport:
-        with self._database.read() as connection:
+        # Head, highest event and checkpoints from one snapshot: read separately, events appended in between by a live
+        # service would look like tampering. Events are never rewritten, so pages read later up to ``highest`` agree.
+        with self._database.snapshot() as connection:
             head = connection.execute(
                 select(AuditHeadRow.seq, AuditHeadRow.mac).where(AuditHeadRow.id == HEAD_ID)
             ).one()
             highest = int(connection.execute(select(func.coalesce(func.max(AuditEventRow.seq), 0))).scalar_one())
+            stored_checkpoints = self.checkpoints(connection)
         head_seq, head_mac = int(head.seq), bytes(head.mac)
-        checkpoints = [*self.checkpoints(), *extra_checkpoints]
+        checkpoints = [*stored_checkpoints, *extra_checkpoints]
         for checkpoint in checkpoints:
             message = checkpoint_message(checkpoint.seq, checkpoint.head_mac, checkpoint.time_us)
             if checkpoint.public_key != self._public_key or not verify_signature(

@@ -97,6 +97,7 @@ class Vault:
         )
         shredder = CryptoShredder(
             database,
+            writer,
             data_keys,
             Mac(service_keys[ERASURE_LEDGER_KEY]),
             ErasureLedgerFile(settings.effective_erasure_ledger_path),

@@ -232,3 +232,28 @@ def test_a_customers_access_history_is_queryable(world: World) -> None:
         for event in chunk
     ]
     assert [e.action.rsplit("/", 1)[1] for e in history] == ["CreateCustomer"] + ["GetCustomer"] * 3
+
+
+def test_audit_query_filter_must_be_a_customer_id(world: World) -> None:
+    audit = audit_pb2_grpc.AuditServiceStub(world.channel)
+    with pytest.raises(grpc.RpcError) as caught:
+        list(
+            audit.QueryEvents(
+                audit_pb2.QueryEventsRequest(customer_id="13800138000 张三"), metadata=world.metadata("auditor", "q")
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    text = repr(list(AuditQueries(world.vault.database).events(EventFilter()))).encode()
+    assert b"13800138000" not in text
+
+
+def test_a_database_error_in_the_audit_write_is_unavailable_and_returns_nothing(world: World) -> None:
+    with world.vault.database.write() as connection:
+        connection.exec_driver_sql("DROP TABLE audit_subjects")
+    with pytest.raises(grpc.RpcError) as caught:
+        _customers(world).GetCustomer(
+            pb.GetCustomerRequest(customer_id=world.customer_id), metadata=world.metadata("service", "broken")
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.details() == "a dependency of the vault is unavailable; retry later"
+    assert world.person.name not in str(caught.value)

@@ -11,7 +11,7 @@ import pytest
 
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
-from tests.support.people import People
+from tests.support.people import People, caller
 from tests.support.server import ServerProcess
 from vault.app import Vault
 from vault.config import Settings
@@ -35,7 +35,7 @@ def test_restored_backup_is_re_erased_before_the_server_reports_serving(tmp_path
 
     settings = Settings(data_dir=server.data_dir / "var")
     vault = Vault.open(settings)
-    assert vault.shredder.shred(ids[0])
+    assert vault.shredder.shred(caller("dpo-1", "dpo"), ids[0])
     vault.close()
 
     shutil.copy(tmp_path / "backup.db", database_file)

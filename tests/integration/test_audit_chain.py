@@ -251,3 +251,37 @@ def test_parallel_verification_finds_the_same_first_bad_sequence(
     database.dispose()
     assert single.first_bad_seq == expected
     assert (parallel.intact, parallel.first_bad_seq) == (False, expected)
+
+
+def test_verification_while_events_are_appended_reports_no_false_alarm(vault: Vault) -> None:
+    import threading
+
+    stop = threading.Event()
+    draft = AuditDraft.of(Caller("pos", "service", "/piivault.v1.CustomerService/GetCustomer"), "ok")
+
+    def append() -> None:
+        while not stop.is_set():
+            vault.audit.record(draft)
+
+    writers = [threading.Thread(target=append) for _ in range(3)]
+    for writer in writers:
+        writer.start()
+    try:
+        reports = [vault.audit_verifier.verify() for _ in range(25)]
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert [r.problem for r in reports if not r.intact] == []
+    assert reports[-1].events_checked > reports[0].events_checked
+
+
+def test_malformed_customer_ids_and_field_names_never_reach_an_event() -> None:
+    draft = AuditDraft.of(
+        Caller("pos", "service", "x"),
+        "ok",
+        ("13800138000 张三", "00000000-0000-4000-8000-000000000001"),
+        ("mobile", "13800138000"),
+    )
+    assert draft.customer_ids == ("00000000-0000-4000-8000-000000000001",)
+    assert draft.fields == ("mobile",)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def test_shredding_destroys_one_customer_and_nothing_else(vault: Vault, people: 
         ).one()
     dek = vault.provider.unwrap([WrappedKey(row.wrapped_dek, row.kek_version)])[0]
 
-    assert vault.shredder.shred(victim.customer_id) is True
+    assert vault.shredder.shred(caller("dpo-1", "dpo"), victim.customer_id) is True
     with pytest.raises(NotFound):
         vault.customers.get(caller(), victim.customer_id)
     assert vault.customers.find(caller(), IdentifierKind.MOBILE, victim_person.mobile) == []
@@ -52,7 +53,7 @@ def test_shredding_destroys_one_customer_and_nothing_else(vault: Vault, people: 
     # The identifiers are free again and the request id no longer replays the erased customer.
     again = vault.customers.create(caller("pos"), "r-1", profile_of(victim_person))
     assert again.customer_id != victim.customer_id
-    assert vault.shredder.shred("00000000-0000-4000-8000-000000000000") is False
+    assert vault.shredder.shred(caller("dpo-1", "dpo"), "00000000-0000-4000-8000-000000000000") is False
 
 
 def test_restoring_an_old_copy_does_not_resurrect_an_erased_customer(
@@ -77,7 +78,7 @@ def test_restoring_an_old_copy_does_not_resurrect_an_erased_customer(
     shutil.copy(database_file, backup)
 
     vault = opened()
-    vault.shredder.shred(erased.customer_id)
+    vault.shredder.shred(caller("dpo-1", "dpo"), erased.customer_id)
     closed(vault)
 
     shutil.copy(backup, database_file)  # the operator restores last night's backup
@@ -91,3 +92,15 @@ def test_restoring_an_old_copy_does_not_resurrect_an_erased_customer(
     finally:
         closed(restored)
     assert settings.effective_erasure_ledger_path.read_text().count("subject") == 1
+
+
+def test_a_torn_ledger_line_does_not_swallow_the_next_erasure(tmp_path: Path) -> None:
+    from vault.customers.erasure import ErasureLedgerFile
+
+    path = tmp_path / "ledger.jsonl"
+    ledger = ErasureLedgerFile(path)
+    ledger.append(b"\x01" * 32, dt.datetime.now(dt.UTC))
+    with path.open("a") as handle:
+        handle.write('{"v": 1, "subject": "0202')  # a crash in the middle of writing a record
+    ledger.append(b"\x03" * 32, dt.datetime.now(dt.UTC))
+    assert ledger.subjects() == {b"\x01" * 32, b"\x03" * 32}

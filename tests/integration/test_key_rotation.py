@@ -92,7 +92,7 @@ def test_a_row_that_changes_during_its_batch_is_left_alone(
     def rewrap_while_someone_erases(wrapped: list[WrappedKey]) -> list[WrappedKey]:
         result = real_rewrap(wrapped)
         if len(wrapped) == 4:  # the customers' batch: erase one of them before the write-back
-            vault.shredder.shred(created[0].customer_id)
+            vault.shredder.shred(caller("dpo-1", "dpo"), created[0].customer_id)
         return result
 
     monkeypatch.setattr(vault.provider, "rewrap", rewrap_while_someone_erases)

@@ -93,3 +93,15 @@ def test_local_rotation_is_seen_by_another_process_and_min_version_is_enforced(t
         operator.set_min_decryption_version(3)
     with pytest.raises(KeyringError, match="cannot be rotated"):
         LocalKeyringProvider.from_env_kek(base64.b64encode(bytes(32)).decode()).rotate()
+
+
+def test_two_rotations_from_stale_processes_never_lose_a_version(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    first = LocalKeyringProvider.open_or_create(path)
+    second = LocalKeyringProvider.open_or_create(path)  # its in-memory ring goes stale when `first` rotates
+    assert first.rotate() == 2
+    wrapped_under_2 = first.wrap([SecretKey.generate()])[0]
+    assert second.rotate() == 3  # re-read under the lock: version 2 is kept, not overwritten
+    reopened = LocalKeyringProvider.open_or_create(path)
+    assert reopened.status().versions == (1, 2, 3)
+    assert len(reopened.unwrap([wrapped_under_2])) == 1

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from audit.events import AuditDraft, AuditEvent
+from audit.events import AuditDraft, AuditEvent, is_customer_id
 from audit.log import AuditLog
 from audit.queries import AuditQueries, EventFilter
 from audit.verify import ChainVerifier, Checkpoint
@@ -80,6 +80,8 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
     ) -> Iterator[pb.QueryEventsResponse]:
         if request.page_size < 0:
             raise InvalidArgument.single("page_size", "must not be negative")
+        if request.customer_id and not is_customer_id(request.customer_id):
+            raise InvalidArgument.single("customer_id", "must be a customer id as returned by CreateCustomer")
         limit = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         where = EventFilter(
             customer_id=request.customer_id,

@@ -8,7 +8,6 @@ refused call — unauthenticated, denied, invalid, not found — is audited here
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from audit.events import AuditDraft, Caller
+from audit.events import AuditDraft, Caller, is_customer_id
 from audit.log import AuditLog
 from vault.api.context import current_caller
 from vault.api.status import internal_status, status_code_of, to_status
@@ -35,7 +34,6 @@ else:
 
 _log = structlog.get_logger("piivault.rpc")
 _REQUEST_ID_MAX = 64
-_CUSTOMER_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
 def _metadata(context: grpc.ServicerContext, key: str) -> str | None:
@@ -157,15 +155,20 @@ class _CallRecord:
         outcome = error.outcome if isinstance(error, PiivaultError) else "error"
         try:
             self.audit.record(AuditDraft.of(self.caller, outcome, subjects))
-        except PiivaultError:
-            _log.error("audit.failure_not_recorded", rpc=self.method, request_id=self.request_id)
+        except Exception as failure:  # noqa: BLE001 - the call is already failing; nothing may escape the guard
+            _log.error(
+                "audit.failure_not_recorded",
+                rpc=self.method,
+                request_id=self.request_id,
+                error_type=type(failure).__name__,
+            )
 
 
 def _subjects(request: Any) -> tuple[str, ...]:
     """Customer ids named by a request; only well-formed ids, since a malformed one could be personal data."""
     nested = getattr(request, "customer", None)
     candidates = (getattr(request, "customer_id", None), getattr(nested, "customer_id", None))
-    return tuple(c for c in candidates if isinstance(c, str) and _CUSTOMER_ID.fullmatch(c))
+    return tuple(c for c in candidates if isinstance(c, str) and is_customer_id(c))
 
 
 def _is_abort(error: BaseException) -> bool:

@@ -26,12 +26,15 @@ import structlog
 from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
+from audit.events import AuditDraft, Caller
 from vault.crypto import Mac
 from vault.keys.data_keys import DataKeys
 from vault.storage.db import Database
+from vault.storage.group_commit import GroupCommitter
 from vault.storage.models import BlindIndexRow, CustomerRow, ErasureRow, IdempotencyRow
 
 _log = structlog.get_logger("piivault.erasure")
+_REPLAY = Caller("system", "system", "erasure.replay")
 _FORMAT = 1
 
 
@@ -46,8 +49,11 @@ class ErasureLedgerFile:
         line = json.dumps({"v": _FORMAT, "subject": subject.hex(), "time": when.isoformat()}) + "\n"
         with self._lock:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = "\n" + line  # a crash tore the last line: never glue this record onto it
                 os.write(fd, line.encode())
                 os.fsync(fd)
             finally:
@@ -72,12 +78,14 @@ class CryptoShredder:
     def __init__(
         self,
         database: Database,
+        writer: GroupCommitter,
         data_keys: DataKeys,
         ledger_key: Mac,
         ledger: ErasureLedgerFile,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._database = database
+        self._writer = writer
         self._data_keys = data_keys
         self._mac = ledger_key
         self._ledger = ledger
@@ -86,14 +94,20 @@ class CryptoShredder:
     def subject(self, customer_id: str) -> bytes:
         return self._mac.digest("erasure-subject", customer_id.encode())
 
-    def shred(self, customer_id: str) -> bool:
-        """Destroy the customer's DEK, ciphertexts, indexes and idempotency records. True if anything was there."""
+    def shred(self, caller: Caller, customer_id: str) -> bool:
+        """Destroy the customer's DEK, ciphertexts, indexes and idempotency records. True if anything was there.
+
+        The deletion and its audit event commit together."""
         subject = self.subject(customer_id)
         now = self._clock()
         self._ledger.append(subject, now)  # first: a crash after this line is finished by the next start-up
-        with self._database.write() as connection:
+
+        def erase(connection: Connection) -> bool:
             erased = _delete_customer(connection, customer_id)
             _record(connection, subject, now)
+            return erased
+
+        erased = self._writer.submit(erase, (AuditDraft.of(caller, "ok", (customer_id,)),))
         self._data_keys.forget(customer_id)
         return erased
 
@@ -106,12 +120,17 @@ class CryptoShredder:
         if not subjects:
             return 0
         resurrected = [cid for cid in customer_ids if self.subject(cid) in subjects]
+        if not resurrected and subjects <= recorded:
+            return 0
         now = self._clock()
-        with self._database.write() as connection:
+
+        def reapply(connection: Connection) -> None:
             for customer_id in resurrected:
                 _delete_customer(connection, customer_id)
             for subject in subjects - recorded:
                 _record(connection, subject, now)
+
+        self._writer.submit(reapply, (AuditDraft.of(_REPLAY, "ok", tuple(resurrected)),))
         for customer_id in resurrected:
             self._data_keys.forget(customer_id)
         if resurrected:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import json
 import os
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,9 +65,17 @@ class LocalKeyringProvider:
     def __repr__(self) -> str:
         return f"LocalKeyringProvider(versions={sorted(self._ring.keys)}, keys=[secure])"
 
+    @property
+    def _ring(self) -> _Ring:
+        return self._state[0]
+
+    @property
+    def _ciphers(self) -> dict[int, KeyWrapCipher]:
+        return self._state[1]
+
     def _set_ring(self, ring: _Ring) -> None:
-        self._ring = ring
-        self._ciphers = {version: KeyWrapCipher(key) for version, key in ring.keys.items()}
+        # One assignment, so a concurrent wrap never sees a new ring with the old ciphers.
+        self._state = (ring, {version: KeyWrapCipher(key) for version, key in ring.keys.items()})
 
     @classmethod
     def from_env_kek(cls, encoded: str) -> LocalKeyringProvider:
@@ -102,8 +112,9 @@ class LocalKeyringProvider:
     def wrap(self, keys: Sequence[SecretKey]) -> list[WrappedKey]:
         self._refresh()
         self._calls += 1
-        version = self._ring.latest
-        cipher = self._ciphers[version]
+        ring, ciphers = self._state
+        version = ring.latest
+        cipher = ciphers[version]
         return [
             WrappedKey(f"{_PREFIX}:v{version}:" + base64.b64encode(cipher.wrap(key, _WRAP_AAD)).decode(), version)
             for key in keys
@@ -144,22 +155,38 @@ class LocalKeyringProvider:
         )
 
     def rotate(self) -> int:
-        with self._lock:
-            ring = _Ring(
-                {**self._ring.keys, self._ring.latest + 1: SecretKey.generate()}, self._ring.min_decryption_version
-            )
+        with self._exclusive() as current:
+            ring = _Ring({**current.keys, current.latest + 1: SecretKey.generate()}, current.min_decryption_version)
             self._persist(ring)
         return ring.latest
 
     def set_min_decryption_version(self, version: int) -> None:
-        with self._lock:
-            if not self._ring.min_decryption_version <= version <= self._ring.latest:
+        with self._exclusive() as current:
+            if not current.min_decryption_version <= version <= current.latest:
                 raise ValueError("minimum decryption version must lie between the current minimum and the latest")
-            self._persist(_Ring(dict(self._ring.keys), version))
+            self._persist(_Ring(dict(current.keys), version))
 
-    def _persist(self, ring: _Ring) -> None:
+    @contextmanager
+    def _exclusive(self) -> Iterator[_Ring]:
+        """The keyring as it is on disk now, under an exclusive lock on a lock file beside it.
+
+        Every process that changes the keyring takes the lock and re-reads the file first, so two rotations (a CLI
+        and a server's KeyService, or two server processes) can never both write "version N+1" and lose one key.
+        """
         if self._path is None:
             raise KeyringError("a KEK given in PIIVAULT_LOCAL_KEK cannot be rotated; use a keyring file")
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with self._lock:
+                yield _read_keyring(self._path)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _persist(self, ring: _Ring) -> None:
+        assert self._path is not None
         _write_keyring(self._path, ring, exclusive=False)
         self._set_ring(ring)
         self._mtime = self._path.stat().st_mtime_ns

@@ -76,6 +76,16 @@ class Database:
             with connection.begin():
                 yield connection
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction whose statements all see one consistent state (BEGIN on SQLite's WAL; REPEATABLE READ
+        on PostgreSQL), for readers that compare several rows written by others meanwhile (chain verification)."""
+        with self.engine.connect() as connection:
+            if not self.is_sqlite:
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                yield connection
+
     def dispose(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
