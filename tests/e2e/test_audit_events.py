@@ -110,6 +110,14 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
         (),
     ),
     (
+        KEYS + "RotateKek",
+        "admin",
+        lambda w, md, ok: list(
+            keys_pb2_grpc.KeyServiceStub(w.channel).RotateKek(keys_pb2.RotateKekRequest(), metadata=md)
+        ),
+        (),
+    ),
+    (
         KEYS + "RewrapKeys",
         "admin",
         lambda w, md, ok: list(
@@ -152,7 +160,13 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
         (),
     ),
 ]
-NO_INVALID_FORM = {KEYS + "GetKeyStatus", KEYS + "RewrapKeys", AUDIT + "VerifyChain", AUDIT + "GetCheckpoint"}
+NO_INVALID_FORM = {
+    KEYS + "GetKeyStatus",
+    KEYS + "RotateKek",
+    KEYS + "RewrapKeys",
+    AUDIT + "VerifyChain",
+    AUDIT + "GetCheckpoint",
+}
 
 
 def _events(world: World, request_id: str) -> list[AuditEvent]:
