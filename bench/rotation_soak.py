@@ -46,7 +46,7 @@ def main() -> int:
     args = parser.parse_args()
     stack: list[object] = []
     with tempfile.TemporaryDirectory(prefix="piivault-rotation-") as scratch:
-        settings = Settings(data_dir=Path(scratch))
+        settings = Settings(data_dir=Path(scratch), key_settle_seconds=0)  # one process: no pooled keys elsewhere
         database = Database.from_url(settings.effective_database_url)
         upgrade(database.engine)
         vault = Vault.open(settings, database=database, provider=_provider(args.provider, settings, stack))

@@ -113,7 +113,7 @@ class Vault:
             TokenService(database, settings.token_cache_ttl_seconds),
             customers,
             writer,
-            KeyRotation(database, provider, data_keys),
+            KeyRotation(database, provider, data_keys, settings.key_settle_seconds),
             shredder,
             audit,
             ChainVerifier(database, chain, signer.public_key, service_keys[AUDIT_MAC_KEY].reveal()),

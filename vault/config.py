@@ -40,6 +40,7 @@ class Settings:
     transit_key: str = "piivault-kek"
     transit_create_key: bool = True
     vault_timeout_seconds: float = 1.5
+    key_settle_seconds: float = 60.0
 
     @property
     def effective_database_url(self) -> str:
@@ -94,6 +95,7 @@ class Settings:
             transit_key=source.get("PIIVAULT_TRANSIT_KEY", defaults.transit_key),
             transit_create_key=_bool(source, "PIIVAULT_TRANSIT_CREATE_KEY", defaults.transit_create_key),
             vault_timeout_seconds=_float(source, "PIIVAULT_VAULT_TIMEOUT_SECONDS", defaults.vault_timeout_seconds),
+            key_settle_seconds=_float(source, "PIIVAULT_KEY_SETTLE_SECONDS", defaults.key_settle_seconds),
         )._checked()
 
     def _checked(self) -> Settings:

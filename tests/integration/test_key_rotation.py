@@ -99,3 +99,19 @@ def test_a_row_that_changes_during_its_batch_is_left_alone(
     final = list(vault.keys.rewrap())[-1]
     assert (final.rewrapped, final.skipped) == (3 + SERVICE_KEYS, 1)
     assert vault.keys.counts().customer_deks == {2: 3}
+
+
+def test_retiring_a_version_waits_until_no_process_can_hold_old_pooled_keys(vault: Vault, people: People) -> None:
+    import time
+
+    from vault.keys.rotation import KeyRotation
+
+    vault.customers.create(caller(), "", profile_of(people.next()))
+    now = [time.time()]
+    keys = KeyRotation(vault.database, vault.provider, vault.data_keys, settle_seconds=60, clock=lambda: now[0])
+    list(keys.rotate())
+    with pytest.raises(MinimumVersionRefused, match="wait"):
+        keys.raise_min_decryption_version(2)
+    now[0] += 61
+    keys.raise_min_decryption_version(2)
+    assert vault.provider.status().min_decryption_version == 2

@@ -16,9 +16,10 @@ import json
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vault.crypto import CryptoError, KeyWrapCipher, SecretKey
@@ -37,6 +38,7 @@ class KeyringError(Exception):
 class _Ring:
     keys: dict[int, SecretKey]
     min_decryption_version: int
+    created: dict[int, float] = field(default_factory=dict)  # Unix seconds, per version (absent in old keyrings)
 
     def __repr__(self) -> str:
         return f"_Ring(versions={sorted(self.keys)}, keys=[secure])"
@@ -152,11 +154,17 @@ class LocalKeyringProvider:
             ring.latest,
             ring.min_decryption_version,
             tuple(sorted(ring.keys)),
+            ring.created.get(ring.latest, 0.0),
         )
 
     def rotate(self) -> int:
         with self._exclusive() as current:
-            ring = _Ring({**current.keys, current.latest + 1: SecretKey.generate()}, current.min_decryption_version)
+            latest = current.latest + 1
+            ring = _Ring(
+                {**current.keys, latest: SecretKey.generate()},
+                current.min_decryption_version,
+                {**current.created, latest: time.time()},
+            )
             self._persist(ring)
         return ring.latest
 
@@ -164,7 +172,7 @@ class LocalKeyringProvider:
         with self._exclusive() as current:
             if not current.min_decryption_version <= version <= current.latest:
                 raise ValueError("minimum decryption version must lie between the current minimum and the latest")
-            self._persist(_Ring(dict(current.keys), version))
+            self._persist(_Ring(dict(current.keys), version, dict(current.created)))
 
     @contextmanager
     def _exclusive(self) -> Iterator[_Ring]:
@@ -204,7 +212,8 @@ def _read_keyring(path: Path) -> _Ring:
         if document.get("format") != _FORMAT:
             raise KeyringError(f"keyring file {path} has an unknown format")
         keys = {int(v): SecretKey(base64.b64decode(k, validate=True)) for v, k in document["versions"].items()}
-        return _Ring(keys, int(document.get("min_decryption_version", 1)))
+        created = {int(v): float(t) for v, t in document.get("created", {}).items()}
+        return _Ring(keys, int(document.get("min_decryption_version", 1)), created)
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise KeyringError(f"keyring file {path} is malformed") from None
 
@@ -215,6 +224,7 @@ def _write_keyring(path: Path, ring: _Ring, *, exclusive: bool) -> None:
     document = {
         "format": _FORMAT,
         "min_decryption_version": ring.min_decryption_version,
+        "created": {str(v): t for v, t in sorted(ring.created.items())},
         "versions": {str(v): base64.b64encode(k.reveal()).decode() for v, k in sorted(ring.keys.items())},
     }
     target = path if exclusive else path.with_name(path.name + ".tmp")

@@ -50,6 +50,7 @@ class KekStatus:
     latest_version: int
     min_decryption_version: int
     versions: tuple[int, ...]
+    latest_created: float = 0.0  # Unix seconds when the latest version was created; 0 when unknown
 
 
 class KeyProvider(Protocol):

@@ -9,18 +9,20 @@ the work is "every row below the latest version", a crashed rotation resumes by 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, bindparam, func, select, update
 
-from vault.keys.data_keys import DataKeys
+from vault.keys.data_keys import POOL_MAX_AGE_SECONDS, DataKeys
 from vault.keys.provider import KekStatus, KeyProvider, MinimumVersionRefused, WrappedKey
 from vault.storage.db import Database
 from vault.storage.models import Base, CustomerRow, ServiceKeyRow
 
 BATCH_SIZE = 500
+SETTLE_SECONDS = 2 * POOL_MAX_AGE_SECONDS
 
 _customers = Base.metadata.tables[CustomerRow.__tablename__]
 _service_keys = Base.metadata.tables[ServiceKeyRow.__tablename__]
@@ -51,10 +53,19 @@ class RewrapProgress:
 
 
 class KeyRotation:
-    def __init__(self, database: Database, provider: KeyProvider, data_keys: DataKeys | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        provider: KeyProvider,
+        data_keys: DataKeys | None = None,
+        settle_seconds: float = SETTLE_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._database = database
         self._provider = provider
         self._data_keys = data_keys
+        self._settle = settle_seconds
+        self._clock = clock
 
     def counts(self) -> KeyCounts:
         with self._database.read() as connection:
@@ -126,6 +137,14 @@ class KeyRotation:
         if not status.min_decryption_version <= version <= status.latest_version:
             raise MinimumVersionRefused(
                 f"the minimum must lie between {status.min_decryption_version} and {status.latest_version}"
+            )
+        age = self._clock() - status.latest_created
+        if version == status.latest_version and status.latest_created and age < self._settle:
+            # Server processes keep pre-wrapped data keys for up to POOL_MAX_AGE_SECONDS: a customer created from one
+            # after the count below would be wrapped under a version this call is about to retire.
+            raise MinimumVersionRefused(
+                f"the latest KEK version is {age:.0f} s old; wait {self._settle - age:.0f} s until no process can "
+                "still hold data keys wrapped under older versions, then rewrap and retry"
             )
         remaining = self.counts().below(version)
         if remaining:

@@ -418,7 +418,10 @@ class VaultTransitKeyProvider:
             numbers = tuple(sorted(int(version) for version in versions))
         except ValueError:
             raise self._unexpected(self._read_op) from None
-        return KekStatus(self.name, self._key_name, latest, minimum, numbers)
+        created = versions.get(str(latest))
+        return KekStatus(
+            self.name, self._key_name, latest, minimum, numbers, float(created) if isinstance(created, int) else 0.0
+        )
 
     def rotate(self) -> int:
         answer = self._call(
