@@ -39,7 +39,7 @@ class Settings:
     transit_mount: str = "transit"
     transit_key: str = "piivault-kek"
     transit_create_key: bool = True
-    vault_timeout_seconds: float = 1.5
+    vault_timeout_seconds: float = 1.0
     key_settle_seconds: float = 60.0
 
     @property
