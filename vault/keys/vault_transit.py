@@ -15,7 +15,8 @@ Failures (see ``vault.keys.provider``) come from one table, ``_translate``:
 
 Every provider call has a deadline (``deadline_seconds``, retries included): each HTTP request's timeout is cut to what
 the deadline leaves, so an unreachable or hanging Vault becomes UNAVAILABLE within 1.5 s (the service promises under
-2 s, and the rest of a request needs its share) instead of stalling request threads. ``connect()`` runs the start-up checks and turns their failures into ``ProviderConfigError``.
+2 s, and the rest of a request needs its share) instead of stalling request threads. ``connect()`` runs the
+start-up checks and turns their failures into ``ProviderConfigError``.
 
 No secret reaches a message, a log line or a repr: not the token, the AppRole secret_id, key bytes or ciphertexts.
 Messages are built from fixed text, the URL without user info, and ACL paths — never from ``str()`` of an hvac error,
