@@ -115,3 +115,20 @@ def test_retiring_a_version_waits_until_no_process_can_hold_old_pooled_keys(vaul
     now[0] += 61
     keys.raise_min_decryption_version(2)
     assert vault.provider.status().min_decryption_version == 2
+
+
+def test_a_corrupt_wrapped_key_does_not_stop_the_others_from_moving(vault: Vault, people: People) -> None:
+    created = [vault.customers.create(caller(), "", profile_of(people.next())) for _ in range(4)]
+    victim = created[1].customer_id
+    good = _wrapped(vault, created[0].customer_id).blob
+    with vault.database.write() as connection:  # someone pasted another customer's wrapped key, then flipped a bit
+        tampered = good[:-6] + ("A" if good[-6] != "A" else "B") + good[-5:]
+        connection.execute(
+            CustomerRow.__table__.update().where(CustomerRow.customer_id == victim).values(wrapped_dek=tampered)
+        )
+    final = list(vault.keys.rotate())[-1]
+    assert final.finished
+    assert (final.rewrapped, final.skipped) == (3 + SERVICE_KEYS, 1)
+    assert vault.keys.counts().customer_deks == {1: 1, 2: 3}
+    with pytest.raises(MinimumVersionRefused, match="1 wrapped keys are still below"):
+        vault.keys.raise_min_decryption_version(2)

@@ -11,7 +11,8 @@ from audit.log import AuditLog
 from piivault.v1 import keys_pb2 as pb
 from piivault.v1 import keys_pb2_grpc as pb_grpc
 from vault.api.context import current_caller
-from vault.errors import FailedPrecondition, Unavailable
+from vault.crypto import CryptoError
+from vault.errors import FailedPrecondition, IntegrityError, Unavailable
 from vault.keys import rotation
 from vault.keys.provider import MinimumVersionRefused, ProviderUnavailable
 
@@ -82,3 +83,5 @@ def _guarded(steps: Iterator[rotation.RewrapProgress]) -> Iterator[rotation.Rewr
         yield from steps
     except ProviderUnavailable:
         raise Unavailable() from None
+    except CryptoError:
+        raise IntegrityError() from None

@@ -14,14 +14,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from sqlalchemy import Table, bindparam, func, select, update
 
+from vault.crypto import CryptoError
 from vault.keys.data_keys import POOL_MAX_AGE_SECONDS, DataKeys
 from vault.keys.provider import KekStatus, KeyProvider, MinimumVersionRefused, WrappedKey
 from vault.storage.db import Database
 from vault.storage.models import Base, CustomerRow, ServiceKeyRow
 
 BATCH_SIZE = 500
+_log = structlog.get_logger("piivault.keys")
 SETTLE_SECONDS = 2 * POOL_MAX_AGE_SECONDS
 
 _customers = Base.metadata.tables[CustomerRow.__tablename__]
@@ -108,12 +111,31 @@ class KeyRotation:
                 if not rows:
                     break
                 after = rows[-1][0]
-                fresh = self._provider.rewrap([WrappedKey(row[1], row[2]) for row in rows])
+                rows, fresh, broken = self._rewrap_rows(rows)
                 changed = self._write_back(table, key_column.name, blob_column.name, rows, fresh)
                 done += changed
-                skipped += len(rows) - changed
+                skipped += len(rows) - changed + broken
                 yield RewrapProgress(target, done, total, skipped, finished=False)
         yield RewrapProgress(target, done, total, skipped, finished=True)
+
+    def _rewrap_rows(self, rows: Sequence[Any]) -> tuple[list[Any], list[WrappedKey], int]:
+        """Rewrap a batch; if one wrapped key does not authenticate, go item by item and leave the broken ones.
+
+        A tampered or corrupt wrapped key must not stop every other key from moving to the new version; it stays on
+        its old version, so ``counts()`` keeps showing it and raising the minimum stays refused until it is dealt with.
+        """
+        try:
+            return list(rows), self._provider.rewrap([WrappedKey(row[1], row[2]) for row in rows]), 0
+        except CryptoError:
+            kept: list[Any] = []
+            fresh: list[WrappedKey] = []
+            for row in rows:
+                try:
+                    fresh.extend(self._provider.rewrap([WrappedKey(row[1], row[2])]))
+                    kept.append(row)
+                except CryptoError:
+                    _log.error("keys.rewrap_failed_integrity", count=1)
+            return kept, fresh, len(rows) - len(kept)
 
     def _write_back(
         self, table: Table, key_name: str, blob_name: str, rows: Sequence[Any], fresh: list[WrappedKey]
