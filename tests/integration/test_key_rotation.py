@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from sqlalchemy import update
 
 from tests.support.people import People, caller, profile_of
 from vault.app import Vault
@@ -123,9 +124,7 @@ def test_a_corrupt_wrapped_key_does_not_stop_the_others_from_moving(vault: Vault
     good = _wrapped(vault, created[0].customer_id).blob
     with vault.database.write() as connection:  # someone pasted another customer's wrapped key, then flipped a bit
         tampered = good[:-6] + ("A" if good[-6] != "A" else "B") + good[-5:]
-        connection.execute(
-            CustomerRow.__table__.update().where(CustomerRow.customer_id == victim).values(wrapped_dek=tampered)
-        )
+        connection.execute(update(CustomerRow).where(CustomerRow.customer_id == victim).values(wrapped_dek=tampered))
     final = list(vault.keys.rotate())[-1]
     assert final.finished
     assert (final.rewrapped, final.skipped) == (3 + SERVICE_KEYS, 1)
