@@ -8,8 +8,13 @@ import structlog
 
 from audit.log import AuditLog
 from audit.verify import ChainVerifier
+from consent.decisions import AccessPolicy
+from consent.purposes import PurposeRegistry, RegistryError
+from consent.service import ConsentService
+from vault.auth.ratelimit import LookupLimiter
+from vault.auth.roles import ROLE_FIELDS
 from vault.auth.tokens import TokenService
-from vault.config import Settings
+from vault.config import ConfigError, Settings
 from vault.crypto import ChainMac, Mac, Signer
 from vault.customers.erasure import CryptoShredder, ErasureLedgerFile
 from vault.customers.service import CustomerService
@@ -61,6 +66,7 @@ class Vault:
     data_keys: DataKeys
     tokens: TokenService
     customers: CustomerService
+    consents: ConsentService
     writer: GroupCommitter
     keys: KeyRotation
     shredder: CryptoShredder
@@ -73,6 +79,10 @@ class Vault:
         cls, settings: Settings, *, database: Database | None = None, provider: KeyProvider | None = None
     ) -> Vault:
         """Connect everything, then replay the erasure ledger — all before any port is opened."""
+        try:  # first: a registry the vault cannot enforce stops it before anything is opened
+            registry = PurposeRegistry.load(settings.purposes_file)
+        except RegistryError as error:
+            raise ConfigError(f"PIIVAULT_PURPOSES_FILE: {error}") from None
         owned: list[object] = []
         if database is None:
             database = Database.from_url(
@@ -92,9 +102,18 @@ class Vault:
         writer = GroupCommitter(database, before_commit=audit.append)
         audit.attach(writer)
         data_keys = DataKeys(provider, DekCache(settings.dek_cache_size, settings.dek_cache_ttl_seconds))
+        request_mac = Mac(service_keys[REQUEST_MAC_KEY])
         customers = CustomerService(
-            database, writer, audit, data_keys, Mac(service_keys[BLIND_INDEX_KEY]), Mac(service_keys[REQUEST_MAC_KEY])
+            database,
+            writer,
+            audit,
+            data_keys,
+            Mac(service_keys[BLIND_INDEX_KEY]),
+            request_mac,
+            AccessPolicy(registry, ROLE_FIELDS),
+            LookupLimiter(settings.lookups_per_minute, settings.lookups_per_day),
         )
+        consents = ConsentService(database, writer, audit, customers, registry, request_mac)
         shredder = CryptoShredder(
             database,
             writer,
@@ -112,6 +131,7 @@ class Vault:
             data_keys,
             TokenService(database, settings.token_cache_ttl_seconds),
             customers,
+            consents,
             writer,
             KeyRotation(database, provider, data_keys, settings.key_settle_seconds),
             shredder,

@@ -41,6 +41,9 @@ class Settings:
     transit_create_key: bool = True
     vault_timeout_seconds: float = 1.0
     key_settle_seconds: float = 60.0
+    purposes_file: Path | None = None
+    lookups_per_minute: int = 1_200
+    lookups_per_day: int = 100_000
 
     @property
     def effective_database_url(self) -> str:
@@ -96,6 +99,9 @@ class Settings:
             transit_create_key=_bool(source, "PIIVAULT_TRANSIT_CREATE_KEY", defaults.transit_create_key),
             vault_timeout_seconds=_float(source, "PIIVAULT_VAULT_TIMEOUT_SECONDS", defaults.vault_timeout_seconds),
             key_settle_seconds=_float(source, "PIIVAULT_KEY_SETTLE_SECONDS", defaults.key_settle_seconds),
+            purposes_file=Path(source["PIIVAULT_PURPOSES_FILE"]) if source.get("PIIVAULT_PURPOSES_FILE") else None,
+            lookups_per_minute=_int(source, "PIIVAULT_LOOKUPS_PER_MINUTE", defaults.lookups_per_minute, 0),
+            lookups_per_day=_int(source, "PIIVAULT_LOOKUPS_PER_DAY", defaults.lookups_per_day, 0),
         )._checked()
 
     def _checked(self) -> Settings:

@@ -7,8 +7,12 @@
     ├── IdempotencyConflict      a request_id reused with a different body
     ├── VersionConflict          expected_version is stale
     ├── FailedPrecondition       the system is not in a state that allows the operation (the message says why)
+    │   ├── ConsentRequired      the purpose needs the customer's consent and there is no current one
+    │   └── GuardianRequired     the customer is under 14: only a guardian may consent (PIPL art. 31)
     ├── Unauthenticated          missing, malformed, unknown or revoked token
     ├── PermissionDenied         the principal's role may not make this call
+    │   └── PurposeNotAllowed    the principal's role may not process personal data for the named purpose
+    ├── ResourceExhausted        the principal's lookup budget is spent; ``retry_after_seconds`` says when to retry
     ├── IntegrityError           a ciphertext failed authentication (tampered, or copied to another row/field)
     └── Unavailable              a dependency (database, key provider) cannot be reached
 
@@ -34,6 +38,8 @@ class PiivaultError(Exception):
 
     message = "internal error"
     outcome = "error"
+    # Customers the failed call concerned, for its audit event (ids only; set where the domain learned them).
+    subjects: tuple[str, ...] = ()
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.message)
@@ -71,6 +77,7 @@ class AlreadyExists(PiivaultError):
         super().__init__(f"{field} already belongs to another customer")
         self.field = field
         self.customer_id = customer_id
+        self.subjects = (customer_id,)  # the owner's id is disclosed to the caller
 
 
 class IdempotencyConflict(PiivaultError):
@@ -90,6 +97,24 @@ class FailedPrecondition(PiivaultError):
     outcome = "failed_precondition"
 
 
+class ConsentRequired(FailedPrecondition):
+    message = "the purpose requires the customer's consent, and there is no current consent"
+    outcome = "consent_required"
+
+    def __init__(self, customer_ids: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.subjects = customer_ids
+
+
+class GuardianRequired(FailedPrecondition):
+    message = "the customer is younger than 14: consent must be given by a parent or guardian (PIPL art. 31)"
+    outcome = "guardian_required"
+
+    def __init__(self, customer_ids: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.subjects = customer_ids
+
+
 class Unauthenticated(PiivaultError):
     message = "a valid bearer token is required"
     outcome = "unauthenticated"
@@ -98,6 +123,19 @@ class Unauthenticated(PiivaultError):
 class PermissionDenied(PiivaultError):
     message = "the caller's role may not perform this operation"
     outcome = "denied"
+
+
+class PurposeNotAllowed(PermissionDenied):
+    message = "the caller's role may not process personal data for this purpose"
+
+
+class ResourceExhausted(PiivaultError):
+    message = "too many lookups by this principal; retry later"
+    outcome = "rate_limited"
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        super().__init__()
+        self.retry_after_seconds = retry_after_seconds
 
 
 class IntegrityError(PiivaultError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from google.protobuf import field_mask_pb2
 
 from audit.events import AuditEvent
 from audit.queries import AuditQueries, EventFilter
-from piivault.v1 import audit_pb2, audit_pb2_grpc, keys_pb2, keys_pb2_grpc
+from piivault.v1 import audit_pb2, audit_pb2_grpc, consent_pb2, consent_pb2_grpc, keys_pb2, keys_pb2_grpc
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
 from tests.support.people import People, Person, customer_message
@@ -22,6 +23,9 @@ from vault.app import Vault
 CUSTOMER = "/piivault.v1.CustomerService/"
 KEYS = "/piivault.v1.KeyService/"
 AUDIT = "/piivault.v1.AuditService/"
+CONSENT = "/piivault.v1.ConsentService/"
+PURPOSE = "customer_service"
+NOTICE_SHA256 = hashlib.sha256("短信营销告知 v3".encode()).hexdigest()
 
 
 @dataclass
@@ -70,9 +74,9 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
         CUSTOMER + "GetCustomer",
         "service",
         lambda w, md, ok: _customers(w).GetCustomer(
-            pb.GetCustomerRequest(customer_id=w.customer_id if ok else "not-an-id"), metadata=md
+            pb.GetCustomerRequest(customer_id=w.customer_id if ok else "not-an-id", purpose=PURPOSE), metadata=md
         ),
-        ("mobile", "name", "national_id"),
+        ("mobile", "name"),
     ),
     (
         CUSTOMER + "UpdateCustomer",
@@ -91,15 +95,62 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
         CUSTOMER + "FindCustomers",
         "service",
         lambda w, md, ok: _customers(w).FindCustomers(
-            pb.FindCustomersRequest(mobile=w.person.mobile if ok else "abc"), metadata=md
+            pb.FindCustomersRequest(mobile=w.person.mobile if ok else "abc", purpose=PURPOSE), metadata=md
         ),
         ("mobile", "email"),
     ),
     (
         CUSTOMER + "ListCustomers",
         "service",
-        lambda w, md, ok: _customers(w).ListCustomers(pb.ListCustomersRequest(page_size=10 if ok else -1), metadata=md),
+        lambda w, md, ok: _customers(w).ListCustomers(
+            pb.ListCustomersRequest(page_size=10 if ok else -1, purpose=PURPOSE), metadata=md
+        ),
         ("mobile",),
+    ),
+    (
+        CONSENT + "GrantConsent",
+        "service",
+        lambda w, md, ok: consent_pb2_grpc.ConsentServiceStub(w.channel).GrantConsent(
+            consent_pb2.GrantConsentRequest(
+                customer_id=w.customer_id,
+                purpose="marketing_sms",
+                scope=consent_pb2.CONSENT_SCOPE_STANDARD,
+                notice_version="v3",
+                notice_sha256=NOTICE_SHA256 if ok else "not-a-digest",
+                channel=consent_pb2.CONSENT_CHANNEL_POS,
+            ),
+            metadata=md,
+        ),
+        (),
+    ),
+    (
+        CONSENT + "WithdrawConsent",
+        "service",
+        lambda w, md, ok: consent_pb2_grpc.ConsentServiceStub(w.channel).WithdrawConsent(
+            consent_pb2.WithdrawConsentRequest(
+                customer_id=w.customer_id,
+                purpose="marketing_sms" if ok else "order_fulfilment",
+                channel=consent_pb2.CONSENT_CHANNEL_CALL_CENTRE,
+            ),
+            metadata=md,
+        ),
+        (),
+    ),
+    (
+        CONSENT + "ListConsents",
+        "service",
+        lambda w, md, ok: consent_pb2_grpc.ConsentServiceStub(w.channel).ListConsents(
+            consent_pb2.ListConsentsRequest(customer_id=w.customer_id if ok else "x"), metadata=md
+        ),
+        (),
+    ),
+    (
+        CONSENT + "GetConsentHistory",
+        "service",
+        lambda w, md, ok: consent_pb2_grpc.ConsentServiceStub(w.channel).GetConsentHistory(
+            consent_pb2.GetConsentHistoryRequest(customer_id=w.customer_id, page_size=10 if ok else -1), metadata=md
+        ),
+        (),
     ),
     (
         KEYS + "GetKeyStatus",
@@ -225,9 +276,14 @@ def test_every_rpc_is_audited(
         assert event.principal == f"{acting}-1"
         assert event.role == acting
     assert event.peer.startswith(("ipv4:", "ipv6:"))
-    if case == "ok" and rpc.startswith(CUSTOMER):
+    if case == "ok" and rpc.startswith((CUSTOMER, CONSENT)):
         assert event.customer_ids
         assert set(fields) <= set(event.fields)
+    if case == "ok" and rpc in (CUSTOMER + "GetCustomer", CUSTOMER + "FindCustomers"):
+        assert event.purpose == PURPOSE
+        assert "national_id" not in event.fields  # masked under customer_service: not disclosed, not recorded
+    if case == "ok" and rpc.startswith(CONSENT + "GrantConsent"):
+        assert event.purpose == "marketing_sms"
     if case == "ok" and rpc == CUSTOMER + "GetCustomer":
         assert event.customer_ids == (world.customer_id,)
     text = repr(events).encode()
@@ -239,7 +295,10 @@ def test_every_rpc_is_audited(
 def test_a_customers_access_history_is_queryable(world: World) -> None:
     stub = _customers(world)
     for _ in range(3):
-        stub.GetCustomer(pb.GetCustomerRequest(customer_id=world.customer_id), metadata=world.metadata("service", "x"))
+        stub.GetCustomer(
+            pb.GetCustomerRequest(customer_id=world.customer_id, purpose=PURPOSE),
+            metadata=world.metadata("service", "x"),
+        )
     history = [
         event
         for chunk in AuditQueries(world.vault.database).events(EventFilter(customer_id=world.customer_id))
@@ -266,7 +325,8 @@ def test_a_database_error_in_the_audit_write_is_unavailable_and_returns_nothing(
         connection.exec_driver_sql("DROP TABLE audit_subjects")
     with pytest.raises(grpc.RpcError) as caught:
         _customers(world).GetCustomer(
-            pb.GetCustomerRequest(customer_id=world.customer_id), metadata=world.metadata("service", "broken")
+            pb.GetCustomerRequest(customer_id=world.customer_id, purpose=PURPOSE),
+            metadata=world.metadata("service", "broken"),
         )
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert caught.value.details() == "a dependency of the vault is unavailable; retry later"

@@ -41,7 +41,10 @@ def test_two_processes_one_chain(tmp_path: Path, postgres_databases: PostgresDat
                 person = people[n]
                 try:
                     if last and n % 3:
-                        stub.GetCustomer(pb.GetCustomerRequest(customer_id=last), metadata=server.metadata)
+                        stub.GetCustomer(
+                            pb.GetCustomerRequest(customer_id=last, purpose="customer_service"),
+                            metadata=server.metadata,
+                        )
                     else:
                         reply = stub.CreateCustomer(
                             pb.CreateCustomerRequest(customer=pb.Customer(name=person.name, mobile=person.mobile)),

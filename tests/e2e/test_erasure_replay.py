@@ -46,9 +46,13 @@ def test_restored_backup_is_re_erased_before_the_server_reports_serving(tmp_path
     with grpc.insecure_channel(server.address) as channel:
         stub = pb_grpc.CustomerServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.GetCustomer(pb.GetCustomerRequest(customer_id=ids[0]), metadata=server.metadata)
+            stub.GetCustomer(
+                pb.GetCustomerRequest(customer_id=ids[0], purpose="customer_service"), metadata=server.metadata
+            )
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-        kept = stub.GetCustomer(pb.GetCustomerRequest(customer_id=ids[1]), metadata=server.metadata)
+        kept = stub.GetCustomer(
+            pb.GetCustomerRequest(customer_id=ids[1], purpose="customer_service"), metadata=server.metadata
+        )
         assert kept.customer.name == people[1].name
     server.stop()
     events = [json.loads(line)["event"] for line in server.log_path.read_text().splitlines()]

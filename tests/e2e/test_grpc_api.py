@@ -21,6 +21,12 @@ from vault.app import Vault
 from vault.storage.models import CustomerRow
 
 Metadata = tuple[tuple[str, str], ...]
+PURPOSE = "customer_service"
+
+
+@pytest.fixture
+def dpo_auth(vault: Vault) -> Metadata:
+    return (("authorization", f"Bearer {vault.tokens.create('dpo-1', 'dpo').secret}"),)
 
 
 def details(error: grpc.RpcError) -> tuple[list[error_details_pb2.BadRequest.FieldViolation], dict[str, str]]:
@@ -39,13 +45,17 @@ def details(error: grpc.RpcError) -> tuple[list[error_details_pb2.BadRequest.Fie
     return violations, info
 
 
-def test_create_reads_back_identically(stub: pb_grpc.CustomerServiceStub, auth: Metadata, people: People) -> None:
+def test_create_reads_back_identically(
+    stub: pb_grpc.CustomerServiceStub, auth: Metadata, dpo_auth: Metadata, people: People
+) -> None:
     person = people.next()
     created = stub.CreateCustomer(
         pb.CreateCustomerRequest(customer=customer_message(person), request_id="r1"), metadata=auth
     )
-    read = stub.GetCustomer(pb.GetCustomerRequest(customer_id=created.customer.customer_id), metadata=auth)
-    assert read.customer == created.customer
+    read = stub.GetCustomer(
+        pb.GetCustomerRequest(customer_id=created.customer.customer_id, purpose="dsar"), metadata=dpo_auth
+    )
+    assert read.customer == created.customer and not read.customer.masked_fields
     assert read.customer.mobile == "+86" + person.mobile and read.customer.gender == pb.GENDER_FEMALE
 
 
@@ -56,7 +66,7 @@ def test_find_by_mobile_in_every_form(
     customer = customer_message(people.next())
     customer.mobile = "13800138000"
     created = stub.CreateCustomer(pb.CreateCustomerRequest(customer=customer), metadata=auth).customer
-    found = stub.FindCustomers(pb.FindCustomersRequest(mobile=written), metadata=auth)
+    found = stub.FindCustomers(pb.FindCustomersRequest(mobile=written, purpose=PURPOSE), metadata=auth)
     assert [c.customer_id for c in found.customers] == [created.customer_id]
 
 
@@ -96,7 +106,10 @@ def test_update_mask_and_stale_version(stub: pb_grpc.CustomerServiceStub, auth: 
         expected_version=1,
     )
     updated = stub.UpdateCustomer(request, metadata=auth).customer
-    assert updated.version == 2 and updated.address == "北京市朝阳区" and updated.name == created.name
+    assert updated.version == 2 and updated.address == "北京市朝阳区"
+    # What the caller did not write comes back masked.
+    assert updated.name[0] == created.name[0] and updated.name != created.name and "name" in updated.masked_fields
+    assert "address" not in updated.masked_fields
     with pytest.raises(grpc.RpcError) as caught:
         stub.UpdateCustomer(request, metadata=auth)
     assert caught.value.code() == grpc.StatusCode.ABORTED
@@ -115,7 +128,7 @@ def test_concurrent_creates_with_one_request_id_and_concurrent_updates(
     with ThreadPoolExecutor(100) as pool:
         ids = set(pool.map(create, range(100)))
     assert len(ids) == 1
-    listed = stub.ListCustomers(pb.ListCustomersRequest(page_size=500), metadata=auth)
+    listed = stub.ListCustomers(pb.ListCustomersRequest(page_size=500, purpose=PURPOSE), metadata=auth)
     assert [c.customer_id for c in listed.customers] == list(ids)
 
     (customer_id,) = ids
@@ -152,26 +165,27 @@ def test_tampered_ciphertext_is_data_loss_with_no_plaintext(
         ).scalar()
         connection.execute(update(CustomerRow).where(CustomerRow.customer_id == b.customer_id).values(email_ct=stolen))
     with pytest.raises(grpc.RpcError) as caught:
-        stub.GetCustomer(pb.GetCustomerRequest(customer_id=b.customer_id), metadata=auth)
+        stub.GetCustomer(pb.GetCustomerRequest(customer_id=b.customer_id, purpose=PURPOSE), metadata=auth)
     assert caught.value.code() == grpc.StatusCode.DATA_LOSS
     assert a.email not in str(caught.value.details())
 
 
 def test_authentication_and_roles(vault: Vault, stub: pb_grpc.CustomerServiceStub, auth: Metadata) -> None:
-    request = pb.ListCustomersRequest()
+    request = pb.ListCustomersRequest(purpose=PURPOSE)
     for metadata in ((), (("authorization", "Bearer pvt_" + "A" * 43),), (("authorization", "Basic abc"),)):
         with pytest.raises(grpc.RpcError) as caught:
             stub.ListCustomers(request, metadata=metadata)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    auditor = vault.tokens.create("auditor-1", "auditor")
-    with pytest.raises(grpc.RpcError) as denied:
-        stub.ListCustomers(request, metadata=(("authorization", f"Bearer {auditor.secret}"),))
-    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    admin = vault.tokens.create("admin-1", "admin")
-    stub.ListCustomers(request, metadata=(("authorization", f"Bearer {admin.secret}"),))
-    vault.tokens.revoke(admin.token_id)
+    for role in ("auditor", "admin", "analyst"):  # no personal data for these roles, ever
+        other = vault.tokens.create(f"{role}-1", role)
+        with pytest.raises(grpc.RpcError) as denied:
+            stub.ListCustomers(request, metadata=(("authorization", f"Bearer {other.secret}"),))
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    second = vault.tokens.create("pos-2", "service")
+    stub.ListCustomers(request, metadata=(("authorization", f"Bearer {second.secret}"),))
+    vault.tokens.revoke(second.token_id)
     with pytest.raises(grpc.RpcError) as revoked:
-        stub.ListCustomers(request, metadata=(("authorization", f"Bearer {admin.secret}"),))
+        stub.ListCustomers(request, metadata=(("authorization", f"Bearer {second.secret}"),))
     assert revoked.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 

@@ -43,7 +43,7 @@ def test_rotation_over_grpc(
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     reply = keys.SetMinDecryptionVersion(keys_pb2.SetMinDecryptionVersionRequest(version=2), metadata=admin)
     assert reply.min_decryption_version == 2
-    listed = stub.ListCustomers(pb.ListCustomersRequest(), metadata=auth)
+    listed = stub.ListCustomers(pb.ListCustomersRequest(purpose="customer_service"), metadata=auth)
     assert len(listed.customers) == 3
 
 

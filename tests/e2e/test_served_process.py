@@ -50,7 +50,13 @@ def test_buf_curl_through_reflection_like_the_readme(served: ServerProcess) -> N
         )
     )
     assert created["customer"]["mobile"] == "+8613900000042"
-    found = json.loads(buf_curl(served, "piivault.v1.CustomerService/FindCustomers", {"mobile": "13900000042"}))
+    found = json.loads(
+        buf_curl(
+            served,
+            "piivault.v1.CustomerService/FindCustomers",
+            {"mobile": "13900000042", "purpose": "customer_service"},
+        )
+    )
     assert found["customers"][0]["customerId"] == created["customer"]["customerId"]
     assert "unauthenticated" in buf_curl(served, "piivault.v1.CustomerService/ListCustomers", {}, token=False)
 
@@ -109,8 +115,13 @@ def test_audit_exports_hold_no_personal_data(served: ServerProcess) -> None:
                 pb.CreateCustomerRequest(customer=pb.Customer(name=person.name, mobile=person.mobile)),
                 metadata=served.metadata,
             )
-            stub.GetCustomer(pb.GetCustomerRequest(customer_id=created.customer.customer_id), metadata=served.metadata)
-            stub.FindCustomers(pb.FindCustomersRequest(email=person.email), metadata=served.metadata)
+            stub.GetCustomer(
+                pb.GetCustomerRequest(customer_id=created.customer.customer_id, purpose="customer_service"),
+                metadata=served.metadata,
+            )
+            stub.FindCustomers(
+                pb.FindCustomersRequest(email=person.email, purpose="customer_service"), metadata=served.metadata
+            )
     served.stop()
     exports = b""
     for output in ("csv", "json", "table"):

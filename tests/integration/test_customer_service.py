@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from tests.support.people import People, caller, profile_of
+from tests.support.people import People, caller, dpo, profile_of
 from tests.support.scan import find_in_bytes, needles, pg_dump, sqlite_files, table_dump
 from vault.app import Vault
 from vault.customers.models import IdentifierKind, Profile
@@ -25,7 +25,7 @@ from vault.storage.models import CustomerRow
 def test_create_then_get_returns_the_same_canonical_customer(vault: Vault, people: People) -> None:
     person = people.next()
     created = vault.customers.create(caller("pos"), "r-1", profile_of(person))
-    read = vault.customers.get(caller(), created.customer_id)
+    read = vault.customers.get(dpo(), created.customer_id)
     assert read == created
     assert read.profile.mobile == "+86" + person.mobile
     assert read.profile.attributes["preferred_store"] == "上海静安店"
@@ -100,8 +100,21 @@ def test_update_with_mask_and_expected_version(vault: Vault, people: People) -> 
     assert updated.version == 2
     assert updated.profile.mobile == "+86" + new.mobile
     assert updated.profile.address == ""
-    assert updated.profile.name == person.name  # outside the mask: untouched
-    assert vault.customers.get(caller(), created.customer_id) == updated
+    # Outside the mask: untouched, and returned masked (the writer learns only what it wrote).
+    assert updated.profile.name != person.name and updated.profile.name[0] == person.name[0]
+    assert set(updated.masked_fields) == {
+        "name",
+        "email",
+        "national_id",
+        "birth_date",
+        "gender",
+        "member_id",
+        "attributes",
+        "external_refs",
+    }
+    read = vault.customers.get(dpo(), created.customer_id)
+    assert read.profile.name == person.name and read.profile.mobile == updated.profile.mobile
+    assert read.version == updated.version and read.update_time == updated.update_time
     assert vault.customers.find(caller(), IdentifierKind.MOBILE, person.mobile) == []  # old mobile released
     assert vault.customers.find(caller(), IdentifierKind.MOBILE, new.mobile)[0].customer_id == created.customer_id
     with pytest.raises(VersionConflict):
@@ -164,7 +177,7 @@ def test_ciphertext_copied_to_another_row_fails_integrity(vault: Vault, people: 
     with pytest.raises(IntegrityError) as caught:
         vault.customers.get(caller(), b.customer_id)
     assert a.profile.name not in str(caught.value)
-    assert vault.customers.get(caller(), a.customer_id) == a
+    assert vault.customers.get(dpo(), a.customer_id) == a
 
 
 def test_ciphertext_copied_to_another_field_fails_integrity(vault: Vault, people: People) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.support.people import People, caller, profile_of
+from tests.support.people import People, caller, dpo, profile_of
 from vault.app import Vault
 from vault.config import Settings
 from vault.crypto import CryptoError, FieldCipher, FieldContext
@@ -35,7 +35,7 @@ def test_shredding_destroys_one_customer_and_nothing_else(vault: Vault, people: 
     with pytest.raises(NotFound):
         vault.customers.get(caller(), victim.customer_id)
     assert vault.customers.find(caller(), IdentifierKind.MOBILE, victim_person.mobile) == []
-    assert vault.customers.get(caller(), bystander.customer_id) == bystander
+    assert vault.customers.get(dpo(), bystander.customer_id) == bystander
     with vault.database.read() as connection:
         assert (
             connection.execute(select(CustomerRow).where(CustomerRow.customer_id == victim.customer_id)).first() is None
@@ -88,7 +88,7 @@ def test_restoring_an_old_copy_does_not_resurrect_an_erased_customer(
     try:
         with pytest.raises(NotFound):
             restored.customers.get(caller(), erased.customer_id)
-        assert restored.customers.get(caller(), kept.customer_id) == kept
+        assert restored.customers.get(dpo(), kept.customer_id) == kept
     finally:
         closed(restored)
     assert settings.effective_erasure_ledger_path.read_text().count("subject") == 1

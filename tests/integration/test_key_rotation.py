@@ -7,7 +7,7 @@ import threading
 import pytest
 from sqlalchemy import update
 
-from tests.support.people import People, caller, profile_of
+from tests.support.people import People, caller, dpo, profile_of
 from vault.app import Vault
 from vault.crypto import CryptoError
 from vault.keys.provider import MinimumVersionRefused, WrappedKey
@@ -38,7 +38,7 @@ def test_rotation_is_online_and_complete(vault: Vault, people: People) -> None:
         while not stop.is_set():
             for customer in customers:
                 try:
-                    assert vault.customers.get(caller(), customer.customer_id) == customer
+                    assert vault.customers.get(dpo(), customer.customer_id) == customer
                     reads += 1
                 except BaseException as error:  # noqa: BLE001 - collected and asserted below
                     failures.append(error)
@@ -62,7 +62,7 @@ def test_rotation_is_online_and_complete(vault: Vault, people: People) -> None:
     with pytest.raises(CryptoError):
         vault.provider.unwrap([old])  # version 1 is retired
     vault.data_keys.cache.invalidate(customers[0].customer_id)
-    assert vault.customers.get(caller(), customers[0].customer_id) == customers[0]
+    assert vault.customers.get(dpo(), customers[0].customer_id) == customers[0]
 
 
 def test_raising_the_minimum_is_refused_while_keys_lag_behind(vault: Vault, people: People) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
-from tests.support.people import People, caller, profile_of
+from tests.support.people import People, caller, dpo, profile_of
 from tests.transit_server import TransitServer
 from vault.api.server import start_server
 from vault.app import Vault
@@ -74,7 +74,7 @@ def test_outage_fails_fast_writes_nothing_and_recovers(
         transit.set_down(False)
         transit.unseal()
         transit.set_latency(0)
-    assert vault.customers.get(caller(), existing.customer_id) == existing
+    assert vault.customers.get(dpo(), existing.customer_id) == existing
     vault.customers.create(caller("pos"), "r-after", profile_of(people.next()))
     assert _rows(vault)[0] == before[0] + 1
 

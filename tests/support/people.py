@@ -92,6 +92,13 @@ def customer_message(person: Person) -> pb.Customer:
     )
 
 
-def caller(principal: str = "pos", role: str = "service", action: str = "test") -> Caller:
-    """The audit context of a direct (in-process) service call in tests."""
-    return Caller(principal, role, action, request_id="test", peer="in-process")
+def caller(
+    principal: str = "pos", role: str = "service", action: str = "test", purpose: str = "customer_service"
+) -> Caller:
+    """The audit context of a direct (in-process) service call in tests (reads under ``purpose``)."""
+    return Caller(principal, role, action, request_id="test", peer="in-process", purpose=purpose)
+
+
+def dpo(action: str = "test") -> Caller:
+    """A DPO reading under the data-subject-request purpose: every field in clear (legal obligation)."""
+    return caller("dpo-1", "dpo", action, purpose="dsar")

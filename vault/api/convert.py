@@ -54,6 +54,7 @@ def customer_to_pb(customer: Customer) -> pb.Customer:
         external_refs=[pb.ExternalRef(source=ref.source, id=ref.id) for ref in profile.external_refs],
         create_time=timestamp(customer.create_time),
         update_time=timestamp(customer.update_time),
+        masked_fields=customer.masked_fields,
     )
 
 

@@ -23,7 +23,7 @@ from vault.api.context import current_caller
 from vault.api.status import internal_status, status_code_of, to_status
 from vault.auth.policy import PUBLIC_PREFIXES, authorize
 from vault.auth.tokens import TokenService
-from vault.errors import AlreadyExists, PiivaultError
+from vault.errors import PiivaultError
 
 if TYPE_CHECKING:  # grpc-stubs makes these generic; the runtime classes are not subscriptable
     _Interceptor = grpc.ServerInterceptor[Any, Any]
@@ -79,7 +79,9 @@ class CallGuard(_Interceptor):
 
     def _enter(self, method: str, context: grpc.ServicerContext, call: _CallRecord) -> Any:
         principal = self._tokens.authenticate(_metadata(context, "authorization"))
-        call.caller = Caller(principal.name, principal.role, method, call.request_id, call.caller.peer)
+        call.caller = Caller(
+            principal.name, principal.role, method, call.request_id, call.caller.peer, _purpose(call.request)
+        )
         authorize(method, principal)
         return current_caller.set(call.caller)
 
@@ -150,9 +152,10 @@ class _CallRecord:
 
     def _audit_failure(self, error: Exception) -> None:
         subjects = _subjects(self.request)
-        if isinstance(error, AlreadyExists):
-            subjects = (*subjects, error.customer_id)  # the owner's id was disclosed to the caller
-        outcome = error.outcome if isinstance(error, PiivaultError) else "error"
+        outcome = "error"
+        if isinstance(error, PiivaultError):
+            subjects = tuple(dict.fromkeys((*subjects, *error.subjects)))
+            outcome = error.outcome
         try:
             self.audit.record(AuditDraft.of(self.caller, outcome, subjects))
         except Exception as failure:  # noqa: BLE001 - the call is already failing; nothing may escape the guard
@@ -169,6 +172,12 @@ def _subjects(request: Any) -> tuple[str, ...]:
     nested = getattr(request, "customer", None)
     candidates = (getattr(request, "customer_id", None), getattr(nested, "customer_id", None))
     return tuple(c for c in candidates if isinstance(c, str) and is_customer_id(c))
+
+
+def _purpose(request: Any) -> str:
+    """The purpose a request names (the audit event records it even when the call is refused)."""
+    purpose = getattr(request, "purpose", "")
+    return purpose if isinstance(purpose, str) else ""
 
 
 def _is_abort(error: BaseException) -> bool:

@@ -16,9 +16,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from audit.queries import AuditQueries
-from piivault.v1 import audit_pb2, audit_pb2_grpc, customers_pb2, customers_pb2_grpc, keys_pb2, keys_pb2_grpc
+from piivault.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    consent_pb2,
+    consent_pb2_grpc,
+    customers_pb2,
+    customers_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+)
 from vault import logs
 from vault.api.audit import AuditServicer
+from vault.api.consent import ConsentServicer
 from vault.api.customers import CustomerServicer
 from vault.api.guard import CallGuard
 from vault.api.keys import KeyServicer
@@ -28,6 +38,7 @@ from vault.config import Settings
 _log = structlog.get_logger("piivault.server")
 SERVICE_NAMES = (
     customers_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name,
+    consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
@@ -60,6 +71,7 @@ def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = 
         maximum_concurrent_rpcs=settings.workers * 64,
     )
     customers_pb2_grpc.add_CustomerServiceServicer_to_server(CustomerServicer(vault.customers), server)
+    consent_pb2_grpc.add_ConsentServiceServicer_to_server(ConsentServicer(vault.consents), server)
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(vault.keys, vault.audit), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(
         AuditServicer(AuditQueries(vault.database), vault.audit_verifier, vault.audit), server

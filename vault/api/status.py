@@ -6,8 +6,10 @@ into a status, so a status can never carry personal data.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -25,6 +27,7 @@ STATUS_OF: dict[type[errors.PiivaultError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.IntegrityError: grpc.StatusCode.DATA_LOSS,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -35,6 +38,10 @@ _REASONS: dict[type[errors.PiivaultError], str] = {
     errors.IntegrityError: "CIPHERTEXT_INTEGRITY",
     errors.Unauthenticated: "TOKEN_INVALID",
     errors.PermissionDenied: "ROLE_NOT_ALLOWED",
+    errors.PurposeNotAllowed: "PURPOSE_NOT_ALLOWED",
+    errors.ConsentRequired: "CONSENT_REQUIRED",
+    errors.GuardianRequired: "GUARDIAN_CONSENT_REQUIRED",
+    errors.ResourceExhausted: "LOOKUP_RATE_EXCEEDED",
 }
 
 
@@ -62,6 +69,10 @@ def to_status(error: errors.PiivaultError) -> grpc.Status:
         if isinstance(error, errors.AlreadyExists):
             metadata = {"customer_id": error.customer_id, "field": error.field}
         details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata)))
+    if isinstance(error, errors.ResourceExhausted):
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(dt.timedelta(seconds=max(error.retry_after_seconds, 0.001)))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     message = status_pb2.Status(code=code.value[0], message=error.public_message, details=details)
     return rpc_status.to_status(message)
 
@@ -70,7 +81,9 @@ def internal_status() -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))
 
 
-def _pack(message: error_details_pb2.BadRequest | error_details_pb2.ErrorInfo) -> any_pb2.Any:
+def _pack(
+    message: error_details_pb2.BadRequest | error_details_pb2.ErrorInfo | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

@@ -1,7 +1,8 @@
 """Which roles may call which RPC. Deny by default: a method missing from this table is refused to everyone.
 
-Refined per field and purpose in the access-control work; for now integrating systems (``service``) and ``admin``
-use CustomerService.
+This is the first gate. Reads of personal data then pass the purpose gate (``consent.decisions``): the purpose must be
+one the role may use, consent must be current where the purpose needs it, and fields outside the purpose and the role
+(``vault.auth.roles.ROLE_FIELDS``) come back masked.
 """
 
 from __future__ import annotations
@@ -9,16 +10,25 @@ from __future__ import annotations
 from vault.auth.tokens import Principal
 from vault.errors import PermissionDenied
 
-_CUSTOMER_WRITERS = frozenset({"service", "admin"})
+_CUSTOMER_WRITERS = frozenset({"service", "support"})
+_CUSTOMER_READERS = frozenset({"service", "support", "marketing", "dpo"})
+# Listing walks the whole customer base: integrating systems, campaigns (consented customers only) and the DPO.
+_CUSTOMER_LISTERS = frozenset({"service", "marketing", "dpo"})
+_CONSENT_RECORDERS = frozenset({"service", "support", "dpo"})
+_CONSENT_READERS = frozenset({"service", "support", "marketing", "dpo"})
 _ADMIN = frozenset({"admin"})
 _AUDITORS = frozenset({"auditor", "admin"})
 
 ALLOWED_ROLES: dict[str, frozenset[str]] = {
     "/piivault.v1.CustomerService/CreateCustomer": _CUSTOMER_WRITERS,
-    "/piivault.v1.CustomerService/GetCustomer": _CUSTOMER_WRITERS,
+    "/piivault.v1.CustomerService/GetCustomer": _CUSTOMER_READERS,
     "/piivault.v1.CustomerService/UpdateCustomer": _CUSTOMER_WRITERS,
-    "/piivault.v1.CustomerService/FindCustomers": _CUSTOMER_WRITERS,
-    "/piivault.v1.CustomerService/ListCustomers": _CUSTOMER_WRITERS,
+    "/piivault.v1.CustomerService/FindCustomers": _CUSTOMER_READERS,
+    "/piivault.v1.CustomerService/ListCustomers": _CUSTOMER_LISTERS,
+    "/piivault.v1.ConsentService/GrantConsent": _CONSENT_RECORDERS,
+    "/piivault.v1.ConsentService/WithdrawConsent": _CONSENT_RECORDERS,
+    "/piivault.v1.ConsentService/ListConsents": _CONSENT_READERS,
+    "/piivault.v1.ConsentService/GetConsentHistory": _CONSENT_READERS,
     "/piivault.v1.KeyService/GetKeyStatus": _ADMIN,
     "/piivault.v1.KeyService/RotateKek": _ADMIN,
     "/piivault.v1.KeyService/RewrapKeys": _ADMIN,

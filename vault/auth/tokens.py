@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
 
+from vault.auth.roles import ROLES
 from vault.crypto import token_digest
 from vault.errors import InvalidArgument, NotFound, Unauthenticated
 from vault.storage.db import Database
 from vault.storage.models import ApiTokenRow
 
-ROLES = ("service", "support", "marketing", "analyst", "dpo", "auditor", "admin")
 TOKEN_PREFIX = "pvt_"  # noqa: S105 - a prefix that lets secret scanners spot leaked tokens, not a secret
 _PRINCIPAL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _TOKEN = re.compile(r"pvt_[A-Za-z0-9_-]{43}")

@@ -106,3 +106,4 @@ class Customer:
     profile: Profile
     create_time: dt.datetime
     update_time: dt.datetime
+    masked_fields: tuple[str, ...] = ()  # fields whose value in ``profile`` is a masked form, not the original

@@ -10,9 +10,10 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Row, Select, bindparam, delete, insert, select, update
 from sqlalchemy.sql.dml import Update
 
+from consent.repository import GRANTED_FOR_PURPOSE
 from vault.customers.models import IdentifierKind
 from vault.storage.group_commit import Inserts
 from vault.storage.models import Base, BlindIndexRow, CustomerRow, IdempotencyRow
@@ -43,10 +44,19 @@ def get_row(connection: Connection, customer_id: str) -> Row[Any] | None:
     return connection.execute(_GET, {"id": customer_id}).first()
 
 
-def page_rows(connection: Connection, after: str, limit: int) -> Sequence[Row[Any]]:
-    if after:
-        return connection.execute(_PAGE_AFTER, {"after": after, "limit": limit}).all()
-    return connection.execute(_PAGE_FIRST, {"limit": limit}).all()
+def page_rows(connection: Connection, after: str, limit: int, consented_to: str = "") -> Sequence[Row[Any]]:
+    """Customers in id order after ``after``; with ``consented_to``, only those with a current consent to it."""
+    statement = _PAGE_AFTER if after else _PAGE_FIRST
+    parameters: dict[str, Any] = {"after": after, "limit": limit} if after else {"limit": limit}
+    if consented_to:
+        statement = _consented(statement)
+        parameters["consent_purpose"] = consented_to
+    return connection.execute(statement, parameters).all()
+
+
+@cache
+def _consented(statement: Select[Any]) -> Select[Any]:
+    return statement.where(_customers.c.customer_id.in_(GRANTED_FOR_PURPOSE))
 
 
 def insert_customer(connection: Connection, values: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, Row
@@ -22,9 +22,15 @@ from sqlalchemy.exc import OperationalError
 
 from audit.events import AuditDraft, Caller
 from audit.log import AuditLog
+from consent import repository as consent_repo
+from consent.decisions import AccessPolicy
+from consent.models import NO_CONSENT, Standing
+from consent.purposes import Purpose
+from vault.auth.ratelimit import LookupLimiter
 from vault.crypto import CryptoError, FieldCipher, FieldContext, Mac, SecretKey
 from vault.customers import identifiers as ids
 from vault.customers import repository as repo
+from vault.customers.masking import mask_profile
 from vault.customers.models import (
     IDENTIFIER_FIELDS,
     PERSONAL_FIELDS,
@@ -39,6 +45,7 @@ from vault.customers.models import (
 from vault.customers.validation import canonical_profile, require_identifier
 from vault.errors import (
     AlreadyExists,
+    FailedPrecondition,
     IdempotencyConflict,
     IntegrityError,
     InvalidArgument,
@@ -92,8 +99,12 @@ class CustomerService:
         data_keys: DataKeys,
         blind_index: Mac,
         request_mac: Mac,
+        access: AccessPolicy,
+        lookups: LookupLimiter,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
+        self._access = access
+        self._lookups = lookups
         self._database = database
         self._writer = writer
         self._audit = audit
@@ -153,8 +164,15 @@ class CustomerService:
         if existing is not None:
             if bytes(existing.request_digest) != fingerprint:
                 raise IdempotencyConflict()
-            return self.get(caller, existing.customer_id)
+            return self._replay(caller, existing.customer_id)
         raise Unavailable()  # a unique key clashed but nothing explains it: a random-id collision; the caller retries
+
+    def _replay(self, caller: Caller, customer_id: str) -> Customer:
+        """The customer a retried create made. The body matched, so the caller sees nothing it did not send; the retry
+        is audited like the first attempt, before the data is returned."""
+        customer, _ = self.open(customer_id)
+        self._audit.record(AuditDraft.of(caller, "ok", (customer_id,), _fields_of(customer.profile)))
+        return customer
 
     def _request_key(self, principal: str, request_id: str) -> bytes | None:
         if not request_id:
@@ -175,27 +193,74 @@ class CustomerService:
     # -- read -----------------------------------------------------------------------------------------------------
 
     def get(self, caller: Caller, customer_id: str) -> Customer:
+        purpose = self._access.purpose_of(caller)
+        _check_customer_id(customer_id, "customer_id")
+        with self._database.read() as connection:
+            row = repo.get_row(connection, customer_id)
+            standings = self._standings(connection, purpose, [] if row is None else [customer_id])
+        if row is None:
+            raise NotFound()
+        return self._disclose(caller, purpose, self._decrypt_rows([row]), standings)[0]
+
+    def open(self, customer_id: str) -> tuple[Customer, SecretKey]:
+        """The decrypted customer and its data key, for other services of the vault (no disclosure, no audit)."""
         _check_customer_id(customer_id, "customer_id")
         with self._database.read() as connection:
             row = repo.get_row(connection, customer_id)
         if row is None:
             raise NotFound()
-        return self._disclose(caller, self._decrypt_rows([row]))[0]
+        dek = self._keys.unwrap(customer_id, WrappedKey(row.wrapped_dek, row.kek_version))
+        return self._decrypt(row, dek), dek
 
-    def _disclose(self, caller: Caller, customers: list[Customer]) -> list[Customer]:
-        """Commit the audit event of a read before handing out what it read (fail closed: no event, no data)."""
-        fields = sorted({name for customer in customers for name in _fields_of(customer.profile)})
-        self._audit.record(AuditDraft.of(caller, "ok", tuple(c.customer_id for c in customers), tuple(fields)))
-        return customers
+    def _standings(self, connection: Connection, purpose: Purpose, customer_ids: list[str]) -> dict[str, Standing]:
+        if not customer_ids or not self._access.consults_consent(purpose):
+            return {}
+        return consent_repo.standings(connection, customer_ids, purpose.name)
+
+    def _disclose(
+        self,
+        caller: Caller,
+        purpose: Purpose,
+        customers: list[Customer],
+        standings: dict[str, Standing],
+        *,
+        skip_refused: bool = False,
+    ) -> list[Customer]:
+        """Mask what the caller may not see, then commit the read's audit event before handing anything out (fail
+        closed: no event, no data). The event names the fields disclosed in clear."""
+        shown: list[Customer] = []
+        clear_names: set[str] = set()
+        for customer in customers:
+            try:
+                clear = self._access.clear_fields(
+                    caller.role,
+                    purpose,
+                    customer.customer_id,
+                    customer.profile,
+                    standings.get(customer.customer_id, NO_CONSENT),
+                )
+            except FailedPrecondition:
+                if skip_refused:
+                    continue  # a list shows only the customers the purpose may process
+                raise
+            profile, masked = mask_profile(customer.profile, clear)
+            clear_names.update(name for name in _fields_of(customer.profile) if name in clear)
+            shown.append(replace(customer, profile=profile, masked_fields=masked))
+        fields = tuple(name for name in PERSONAL_FIELDS if name in clear_names)
+        self._audit.record(AuditDraft.of(caller, "ok", tuple(c.customer_id for c in shown), fields))
+        return shown
 
     def find(self, caller: Caller, kind: IdentifierKind, raw_value: str, ref_source: str = "") -> list[Customer]:
+        purpose = self._access.purpose_of(caller)
         canonical = self._find_canonical(kind, raw_value, ref_source)
+        self._lookups.take(caller.principal)
         digest = self._blind_index.digest(kind.value, canonical.encode())
         with self._database.read() as connection:
             owner = repo.owner(connection, kind, digest)
             row = None if owner is None else repo.get_row(connection, owner)
+            standings = self._standings(connection, purpose, [] if row is None else [row.customer_id])
         # A lookup that finds nobody is audited too: probing for identifiers is itself an access attempt.
-        return self._disclose(caller, [] if row is None else self._decrypt_rows([row]))
+        return self._disclose(caller, purpose, [] if row is None else self._decrypt_rows([row]), standings)
 
     @staticmethod
     def _find_canonical(kind: IdentifierKind, raw_value: str, ref_source: str) -> str:
@@ -213,14 +278,18 @@ class CustomerService:
             raise InvalidArgument.single(field, error.rule) from None
 
     def page(self, caller: Caller, page_size: int, page_token: str) -> Page:
+        purpose = self._access.purpose_of(caller)
         if page_size < 0:
             raise InvalidArgument.single("page_size", "must not be negative")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_page_token(page_token)
+        # A consent-based purpose lists only customers who consented to it (the join filters in the database).
+        consented_to = purpose.name if purpose.requires_consent else ""
         with self._database.read() as connection:
-            rows = repo.page_rows(connection, after, size + 1)
-        customers = self._disclose(caller, self._decrypt_rows(rows[:size]))
-        next_token = _encode_page_token(customers[-1].customer_id) if len(rows) > size else ""
+            rows = repo.page_rows(connection, after, size + 1, consented_to)
+            standings = self._standings(connection, purpose, [row.customer_id for row in rows[:size]])
+        customers = self._disclose(caller, purpose, self._decrypt_rows(rows[:size]), standings, skip_refused=True)
+        next_token = _encode_page_token(rows[size - 1].customer_id) if len(rows) > size else ""
         return Page(customers, next_token)
 
     # -- update ---------------------------------------------------------------------------------------------------
@@ -264,7 +333,9 @@ class CustomerService:
             raise Unavailable() from None
         except OperationalError:
             raise Unavailable() from None
-        return Customer(customer_id, expected_version + 1, profile, current.create_time, now)
+        # The caller learns in clear only what it just wrote; the rest of the customer comes back masked.
+        shown, masked = mask_profile(profile, frozenset(names))
+        return Customer(customer_id, expected_version + 1, shown, current.create_time, now, masked)
 
     # -- crypto ---------------------------------------------------------------------------------------------------
 

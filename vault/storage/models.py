@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -180,3 +180,49 @@ class AuditCheckpointRow(Base):
     time_us: Mapped[int] = mapped_column(BigInteger)
     public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+
+
+class ConsentRecordRow(Base):
+    """One grant or withdrawal, append-only (never updated). ``revision`` numbers a customer's records gap-free.
+
+    No foreign key to ``customers``: the ledger outlives an erasure as proof of what was agreed, and what could still
+    say who it was about (the evidence reference) is encrypted under the customer's data key, so it is shredded too."""
+
+    __tablename__ = "consent_records"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    customer_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    record_id: Mapped[str] = mapped_column(String(36), unique=True)
+    purpose: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))
+    given_by: Mapped[str] = mapped_column(String(16))
+    notice_version: Mapped[str] = mapped_column(String(64))
+    notice_sha256: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    channel: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    actor_role: Mapped[str] = mapped_column(String(32))
+    evidence_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    record_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    request_key: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True)
+    request_digest: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+
+
+class ConsentStateRow(Base):
+    """The current state per customer, purpose and scope: the latest record, kept in the same transaction.
+
+    Reads consult this row (one primary-key lookup) instead of replaying the ledger."""
+
+    __tablename__ = "consent_state"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    customer_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("customers.customer_id", ondelete="CASCADE"), primary_key=True
+    )
+    purpose: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    granted: Mapped[bool] = mapped_column(Boolean)
+    given_by: Mapped[str] = mapped_column(String(16))
+    revision: Mapped[int] = mapped_column(Integer)
+    update_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)

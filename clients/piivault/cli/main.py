@@ -1,4 +1,4 @@
-"""``piivault``: serve and migrate here; tokens, keys and audit in their own modules.
+"""``piivault``: serve and migrate here; tokens, keys, audit and purposes in their own modules.
 
 Server-side commands import the ``vault`` package only when run, so the client side of this package stays usable
 without the server installed.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from piivault.cli import audit, keys, tokens
+from piivault.cli import audit, keys, purposes, tokens
 from piivault.cli.common import err, fail
 
 # No pretty tracebacks: typer's show the local variables of every frame, and in a PII service those hold personal data.
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(tokens.app, name="token")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.command(name="purposes")(purposes.show)
 
 
 @app.command()

@@ -107,6 +107,7 @@ class Customer(_message.Message):
     EXTERNAL_REFS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    MASKED_FIELDS_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """Output only. Random id assigned by the vault; the only thing other systems should keep."""
     version: _builtins.int
@@ -143,6 +144,12 @@ class Customer(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the customer was last changed."""
 
+    @_builtins.property
+    def masked_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. The fields that hold a masked form instead of their value, because the request's purpose or the
+        caller's role may not see them in clear (a masked `gender` reads GENDER_UNSPECIFIED).
+        """
+
     def __init__(
         self,
         *,
@@ -160,10 +167,11 @@ class Customer(_message.Message):
         external_refs: _abc.Iterable[Global___ExternalRef] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        masked_fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "attributes", b"attributes", "birth_date", b"birth_date", "create_time", b"create_time", "customer_id", b"customer_id", "email", b"email", "external_refs", b"external_refs", "gender", b"gender", "member_id", b"member_id", "mobile", b"mobile", "name", b"name", "national_id", b"national_id", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "attributes", b"attributes", "birth_date", b"birth_date", "create_time", b"create_time", "customer_id", b"customer_id", "email", b"email", "external_refs", b"external_refs", "gender", b"gender", "masked_fields", b"masked_fields", "member_id", b"member_id", "mobile", b"mobile", "name", b"name", "national_id", b"national_id", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -208,7 +216,7 @@ class CreateCustomerResponse(_message.Message):
     CUSTOMER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def customer(self) -> Global___Customer:
-        """The stored customer, in canonical form."""
+        """The stored customer, in canonical form: exactly what the request sent."""
 
     def __init__(
         self,
@@ -230,16 +238,20 @@ class GetCustomerRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The customer's id."""
+    purpose: _builtins.str
+    """Required. Why the caller reads the customer: a purpose from the registry that the caller's role may use."""
     def __init__(
         self,
         *,
         customer_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "purpose", b"purpose"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -312,7 +324,7 @@ class UpdateCustomerResponse(_message.Message):
     CUSTOMER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def customer(self) -> Global___Customer:
-        """The customer after the change."""
+        """The customer after the change: the fields in `update_mask` in clear, the others masked."""
 
     def __init__(
         self,
@@ -338,6 +350,7 @@ class FindCustomersRequest(_message.Message):
     NATIONAL_ID_FIELD_NUMBER: _builtins.int
     MEMBER_ID_FIELD_NUMBER: _builtins.int
     EXTERNAL_REF_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     mobile: _builtins.str
     """Mobile number in any accepted form: `13800138000`, `+86 138-0013-8000`, `0086 13800138000`, fullwidth digits."""
     email: _builtins.str
@@ -346,6 +359,8 @@ class FindCustomersRequest(_message.Message):
     """Resident identity card number."""
     member_id: _builtins.str
     """Membership number."""
+    purpose: _builtins.str
+    """Required. Why the caller looks the customer up: a purpose from the registry that the caller's role may use."""
     @_builtins.property
     def external_ref(self) -> Global___ExternalRef:
         """An id in another system."""
@@ -358,10 +373,11 @@ class FindCustomersRequest(_message.Message):
         national_id: _builtins.str = ...,
         member_id: _builtins.str = ...,
         external_ref: Global___ExternalRef | None = ...,
+        purpose: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "external_ref", b"external_ref", "identifier", b"identifier", "member_id", b"member_id", "mobile", b"mobile", "national_id", b"national_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "external_ref", b"external_ref", "identifier", b"identifier", "member_id", b"member_id", "mobile", b"mobile", "national_id", b"national_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "external_ref", b"external_ref", "identifier", b"identifier", "member_id", b"member_id", "mobile", b"mobile", "national_id", b"national_id", "purpose", b"purpose"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_identifier: _TypeAlias = _typing.Literal["mobile", "email", "national_id", "member_id", "external_ref"]  # noqa: Y015
     _WhichOneofArgType_identifier: _TypeAlias = _typing.Literal["identifier", b"identifier"]  # noqa: Y015
@@ -401,19 +417,25 @@ class ListCustomersRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many customers (default 50, at most 500)."""
     page_token: _builtins.str
     """`next_page_token` from the previous page; empty for the first page."""
+    purpose: _builtins.str
+    """Required. Why the caller lists customers. Under a consent-based purpose only customers with a current consent to
+    it are listed.
+    """
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        purpose: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -30,6 +30,12 @@ class CustomerServiceStub:
     """CustomerService stores retail customers. Every personal field is encrypted at rest with a per-customer data key;
     lookups go through keyed blind indexes, so the vault never decrypts to search.
 
+    Every read (Get, Find, List) names a `purpose` from the purpose registry (`piivault purposes`). A field the purpose or
+    the caller's role may not see comes back masked (`138****8000`, `张*`) and is listed in `masked_fields`; a purpose the
+    caller's role may not use gets PERMISSION_DENIED (reason PURPOSE_NOT_ALLOWED); a consent-based purpose without the
+    customer's current consent gets FAILED_PRECONDITION (reason CONSENT_REQUIRED or GUARDIAN_CONSENT_REQUIRED). Finds are
+    rate-limited per principal: RESOURCE_EXHAUSTED carries google.rpc.RetryInfo.
+
     Errors follow https://google.aip.dev/193: INVALID_ARGUMENT carries google.rpc.BadRequest field violations that name
     the field and the rule (never the value); ALREADY_EXISTS carries google.rpc.ErrorInfo whose metadata holds the
     `customer_id` that already owns the identifier; a stale `expected_version` gets ABORTED; ciphertext that fails its
@@ -56,6 +62,12 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     """CustomerService stores retail customers. Every personal field is encrypted at rest with a per-customer data key;
     lookups go through keyed blind indexes, so the vault never decrypts to search.
 
+    Every read (Get, Find, List) names a `purpose` from the purpose registry (`piivault purposes`). A field the purpose or
+    the caller's role may not see comes back masked (`138****8000`, `张*`) and is listed in `masked_fields`; a purpose the
+    caller's role may not use gets PERMISSION_DENIED (reason PURPOSE_NOT_ALLOWED); a consent-based purpose without the
+    customer's current consent gets FAILED_PRECONDITION (reason CONSENT_REQUIRED or GUARDIAN_CONSENT_REQUIRED). Finds are
+    rate-limited per principal: RESOURCE_EXHAUSTED carries google.rpc.RetryInfo.
+
     Errors follow https://google.aip.dev/193: INVALID_ARGUMENT carries google.rpc.BadRequest field violations that name
     the field and the rule (never the value); ALREADY_EXISTS carries google.rpc.ErrorInfo whose metadata holds the
     `customer_id` that already owns the identifier; a stale `expected_version` gets ABORTED; ciphertext that fails its
@@ -77,6 +89,12 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     """CustomerService stores retail customers. Every personal field is encrypted at rest with a per-customer data key;
     lookups go through keyed blind indexes, so the vault never decrypts to search.
+
+    Every read (Get, Find, List) names a `purpose` from the purpose registry (`piivault purposes`). A field the purpose or
+    the caller's role may not see comes back masked (`138****8000`, `张*`) and is listed in `masked_fields`; a purpose the
+    caller's role may not use gets PERMISSION_DENIED (reason PURPOSE_NOT_ALLOWED); a consent-based purpose without the
+    customer's current consent gets FAILED_PRECONDITION (reason CONSENT_REQUIRED or GUARDIAN_CONSENT_REQUIRED). Finds are
+    rate-limited per principal: RESOURCE_EXHAUSTED carries google.rpc.RetryInfo.
 
     Errors follow https://google.aip.dev/193: INVALID_ARGUMENT carries google.rpc.BadRequest field violations that name
     the field and the rule (never the value); ALREADY_EXISTS carries google.rpc.ErrorInfo whose metadata holds the
