@@ -21,12 +21,13 @@ from vault.errors import (
     GuardianRequired,
     IdempotencyConflict,
     InvalidArgument,
+    NotFound,
     PurposeNotAllowed,
     ResourceExhausted,
 )
 from vault.keys.provider import KeyProvider
 from vault.storage.db import Database
-from vault.storage.models import ConsentRecordRow
+from vault.storage.models import ConsentRecordRow, ConsentStateRow
 
 NOTICE = "尊敬的顾客：我们将通过短信向您发送优惠信息。版本 2026-03"
 NOTICE_SHA256 = hashlib.sha256(NOTICE.encode()).hexdigest()
@@ -226,3 +227,20 @@ def test_finds_are_rate_limited_per_principal(
         assert limited.customers.find(other, IdentifierKind.MOBILE, person.mobile)
     finally:
         limited.close()
+
+
+def test_erasure_removes_the_current_state_and_leaves_only_shredded_evidence(vault: Vault, people: People) -> None:
+    customer = vault.customers.create(caller(), "", profile_of(people.next()))
+    vault.consents.grant(POS, customer.customer_id, sms())
+    vault.shredder.shred(dpo(), customer.customer_id)
+    with vault.database.read() as connection:
+        state = connection.execute(
+            select(ConsentStateRow).where(ConsentStateRow.customer_id == customer.customer_id)
+        ).first()
+        records = connection.execute(
+            select(ConsentRecordRow.evidence_ct).where(ConsentRecordRow.customer_id == customer.customer_id)
+        ).all()
+    assert state is None
+    assert len(records) == 1  # the ledger is append-only; its evidence was sealed with the destroyed key
+    with pytest.raises(NotFound):
+        vault.consents.history(dpo(), customer.customer_id, "", 0, "")

@@ -31,7 +31,7 @@ from vault.crypto import Mac
 from vault.keys.data_keys import DataKeys
 from vault.storage.db import Database
 from vault.storage.group_commit import GroupCommitter
-from vault.storage.models import BlindIndexRow, CustomerRow, ErasureRow, IdempotencyRow
+from vault.storage.models import BlindIndexRow, ConsentStateRow, CustomerRow, ErasureRow, IdempotencyRow
 
 _log = structlog.get_logger("piivault.erasure")
 _REPLAY = Caller("system", "system", "erasure.replay")
@@ -139,6 +139,9 @@ class CryptoShredder:
 
 
 def _delete_customer(connection: Connection, customer_id: str) -> bool:
+    # The consent ledger itself stays (proof of what was agreed, append-only); its evidence references were encrypted
+    # under the DEK destroyed here. The current-state rows go with the customer.
+    connection.execute(delete(ConsentStateRow).where(ConsentStateRow.customer_id == customer_id))
     connection.execute(delete(BlindIndexRow).where(BlindIndexRow.customer_id == customer_id))
     connection.execute(delete(IdempotencyRow).where(IdempotencyRow.customer_id == customer_id))
     result = connection.execute(delete(CustomerRow).where(CustomerRow.customer_id == customer_id))
