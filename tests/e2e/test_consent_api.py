@@ -38,7 +38,7 @@ def reason_of(error: grpc.RpcError) -> str:
         if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             packed.Unpack(info)
-            return info.reason
+            return str(info.reason)
     return ""
 
 
