@@ -37,6 +37,7 @@ check-protos: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run
 	$(PY) -m bench.audit_verify --events 1000000
+	$(PY) -m bench.dsar --reads 10000 --consents 200
 
 # Long runs that do not belong in `make test`: online KEK rotation over 100,000 customers with a concurrent reader,
 # on the local keyring and on Vault Transit (the Transit-API test server).

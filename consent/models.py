@@ -34,6 +34,7 @@ class Channel(StrEnum):
     APP = "app"
     CALL_CENTRE = "call_centre"
     PAPER = "paper"
+    SYSTEM = "system"  # recorded by the vault itself, e.g. a consent lapsing at the end of its retention period
 
 
 class ConsentState(StrEnum):

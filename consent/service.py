@@ -231,6 +231,19 @@ class ConsentService:
         next_token = _encode_page_token(records[-1].revision) if len(rows) > size else ""
         return HistoryPage(records, next_token)
 
+    def records_of(self, customer_id: str, dek: SecretKey) -> list[ConsentRecord]:
+        """Every record of a customer, oldest first, for the vault's own workflows (the DSAR export; no audit here —
+        the export is audited as a whole)."""
+        records: list[ConsentRecord] = []
+        after = 0
+        while True:
+            with self._database.read() as connection:
+                rows = repo.history(connection, customer_id, "", after, MAX_PAGE_SIZE)
+            records += [_record(row._asdict(), dek) for row in rows]
+            if len(rows) < MAX_PAGE_SIZE:
+                return records
+            after = records[-1].revision
+
     # -- helpers --------------------------------------------------------------------------------------------------
 
     def _purpose(self, name: str) -> Purpose:

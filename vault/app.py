@@ -11,6 +11,7 @@ from audit.verify import ChainVerifier
 from consent.decisions import AccessPolicy
 from consent.purposes import PurposeRegistry, RegistryError
 from consent.service import ConsentService
+from vault.auth.certificates import ClientCertificates
 from vault.auth.ratelimit import LookupLimiter
 from vault.auth.roles import ROLE_FIELDS
 from vault.auth.tokens import TokenService
@@ -18,6 +19,8 @@ from vault.config import ConfigError, Settings
 from vault.crypto import ChainMac, Mac, Signer
 from vault.customers.erasure import CryptoShredder, ErasureLedgerFile
 from vault.customers.service import CustomerService
+from vault.dsar.retention import RetentionJob
+from vault.dsar.service import DsarService
 from vault.keys.data_keys import DataKeys
 from vault.keys.dek_cache import DekCache
 from vault.keys.local import LocalKeyringProvider
@@ -27,6 +30,7 @@ from vault.keys.service_keys import (
     AUDIT_MAC_KEY,
     AUDIT_SIGNING_KEY,
     BLIND_INDEX_KEY,
+    DSAR_SIGNING_KEY,
     ERASURE_LEDGER_KEY,
     REQUEST_MAC_KEY,
     load_service_keys,
@@ -65,11 +69,14 @@ class Vault:
     provider: KeyProvider
     data_keys: DataKeys
     tokens: TokenService
+    certificates: ClientCertificates
     customers: CustomerService
     consents: ConsentService
     writer: GroupCommitter
     keys: KeyRotation
     shredder: CryptoShredder
+    dsar: DsarService
+    retention: RetentionJob
     audit: AuditLog
     audit_verifier: ChainVerifier
     owned: tuple[object, ...] = ()  # what open() created and close() must release; injected parts stay the caller's
@@ -121,6 +128,17 @@ class Vault:
             Mac(service_keys[ERASURE_LEDGER_KEY]),
             ErasureLedgerFile(settings.effective_erasure_ledger_path),
         )
+        dsar = DsarService(
+            database,
+            writer,
+            audit,
+            customers,
+            consents,
+            shredder,
+            Signer(service_keys[DSAR_SIGNING_KEY]),
+            settings.dsar_due_days,
+        )
+        retention = RetentionJob(database, shredder, consents, registry, settings.retention_inactive_days)
         replayed = shredder.replay()
         if replayed:
             _log.warning("erasure.ledger_reapplied", count=replayed)
@@ -130,11 +148,14 @@ class Vault:
             provider,
             data_keys,
             TokenService(database, settings.token_cache_ttl_seconds),
+            ClientCertificates(database, request_mac, settings.token_cache_ttl_seconds),
             customers,
             consents,
             writer,
             KeyRotation(database, provider, data_keys, settings.key_settle_seconds),
             shredder,
+            dsar,
+            retention,
             audit,
             ChainVerifier(database, chain, signer.public_key, service_keys[AUDIT_MAC_KEY].reveal()),
             tuple(owned),

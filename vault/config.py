@@ -44,6 +44,13 @@ class Settings:
     purposes_file: Path | None = None
     lookups_per_minute: int = 1_200
     lookups_per_day: int = 100_000
+    dsar_due_days: int = 30
+    retention_inactive_days: int = 1095
+    retention_interval_hours: float = 0.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    tls_require_client_cert: bool = False
 
     @property
     def effective_database_url(self) -> str:
@@ -102,6 +109,17 @@ class Settings:
             purposes_file=Path(source["PIIVAULT_PURPOSES_FILE"]) if source.get("PIIVAULT_PURPOSES_FILE") else None,
             lookups_per_minute=_int(source, "PIIVAULT_LOOKUPS_PER_MINUTE", defaults.lookups_per_minute, 0),
             lookups_per_day=_int(source, "PIIVAULT_LOOKUPS_PER_DAY", defaults.lookups_per_day, 0),
+            dsar_due_days=_int(source, "PIIVAULT_DSAR_DUE_DAYS", defaults.dsar_due_days, 1),
+            retention_inactive_days=_int(
+                source, "PIIVAULT_RETENTION_INACTIVE_DAYS", defaults.retention_inactive_days, 1
+            ),
+            retention_interval_hours=_float(
+                source, "PIIVAULT_RETENTION_INTERVAL_HOURS", defaults.retention_interval_hours
+            ),
+            tls_cert=_path(source, "PIIVAULT_TLS_CERT"),
+            tls_key=_path(source, "PIIVAULT_TLS_KEY"),
+            tls_client_ca=_path(source, "PIIVAULT_TLS_CLIENT_CA"),
+            tls_require_client_cert=_bool(source, "PIIVAULT_TLS_REQUIRE_CLIENT_CERT", defaults.tls_require_client_cert),
         )._checked()
 
     def _checked(self) -> Settings:
@@ -114,7 +132,29 @@ class Settings:
                 raise ConfigError(
                     "set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID, for the Vault Transit provider"
                 )
+        check_tls(self)
         return self
+
+
+def check_tls(settings: Settings) -> None:
+    """The TLS settings go together; ``start_server`` checks them again, for settings not read by ``from_env``.
+
+    A client CA needs PIIVAULT_TLS_REQUIRE_CLIENT_CERT=true because grpcio's Python server can either not ask for a
+    client certificate at all or require a verified one; it has no "ask, verify if given" mode. With a client CA every
+    client therefore presents a certificate signed by it, and may still authenticate with a bearer token.
+    """
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        missing = "PIIVAULT_TLS_KEY" if settings.tls_key is None else "PIIVAULT_TLS_CERT"
+        raise ConfigError(f"{missing} is required: set both PIIVAULT_TLS_CERT and PIIVAULT_TLS_KEY, or neither")
+    if settings.tls_client_ca is not None and settings.tls_cert is None:
+        raise ConfigError("PIIVAULT_TLS_CLIENT_CA needs TLS: set PIIVAULT_TLS_CERT and PIIVAULT_TLS_KEY too")
+    if settings.tls_require_client_cert and settings.tls_client_ca is None:
+        raise ConfigError("PIIVAULT_TLS_REQUIRE_CLIENT_CERT needs PIIVAULT_TLS_CLIENT_CA")
+    if settings.tls_client_ca is not None and not settings.tls_require_client_cert:
+        raise ConfigError(
+            "PIIVAULT_TLS_CLIENT_CA needs PIIVAULT_TLS_REQUIRE_CLIENT_CERT=true: the gRPC server cannot ask for an "
+            "optional client certificate, only require one"
+        )
 
 
 def _int(source: Mapping[str, str], name: str, default: int, minimum: int) -> int:
@@ -141,6 +181,11 @@ def _float(source: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise ConfigError(f"{name} must not be negative")
     return value
+
+
+def _path(source: Mapping[str, str], name: str) -> Path | None:
+    raw = source.get(name)
+    return Path(raw) if raw else None
 
 
 def _bool(source: Mapping[str, str], name: str, default: bool) -> bool:

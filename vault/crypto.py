@@ -159,6 +159,11 @@ class Mac:
         return hmac.new(self._key, domain.encode() + b"\x00" + value, hashlib.sha256).digest()
 
 
+def file_digest(data: bytes) -> str:
+    """SHA-256 of a file, as lower-case hex: what an export manifest lists, so anyone can check it with sha256sum."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def token_digest(token: str) -> bytes:
     """Digest under which an API token is stored. Tokens carry 256 random bits, so an unkeyed hash is enough."""
     return hashlib.sha256(b"piivault/token/v1\x00" + token.encode()).digest()

@@ -8,7 +8,9 @@
     ├── VersionConflict          expected_version is stale
     ├── FailedPrecondition       the system is not in a state that allows the operation (the message says why)
     │   ├── ConsentRequired      the purpose needs the customer's consent and there is no current one
-    │   └── GuardianRequired     the customer is under 14: only a guardian may consent (PIPL art. 31)
+    │   ├── GuardianRequired     the customer is under 14: only a guardian may consent (PIPL art. 31)
+    │   ├── ProcessingRestricted the customer's data is restricted (stored, not processed) after a DSAR
+    │   └── ErasureBlocked       a legal hold or restriction blocks erasure
     ├── Unauthenticated          missing, malformed, unknown or revoked token
     ├── PermissionDenied         the principal's role may not make this call
     │   └── PurposeNotAllowed    the principal's role may not process personal data for the named purpose
@@ -113,6 +115,28 @@ class GuardianRequired(FailedPrecondition):
     def __init__(self, customer_ids: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.subjects = customer_ids
+
+
+class ProcessingRestricted(FailedPrecondition):
+    message = "processing of this customer's data is restricted at the customer's request"
+    outcome = "restricted"
+
+    def __init__(self, customer_ids: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.subjects = customer_ids
+
+
+class ErasureBlocked(FailedPrecondition):
+    outcome = "erasure_blocked"
+
+    def __init__(self, legal_hold: bool, customer_id: str) -> None:
+        super().__init__(
+            "erasure is blocked: the customer is under legal hold"
+            if legal_hold
+            else "erasure is blocked: processing is restricted; lift the restriction first"
+        )
+        self.legal_hold = legal_hold
+        self.subjects = (customer_id,)
 
 
 class Unauthenticated(PiivaultError):

@@ -37,6 +37,9 @@ SAFE_KEYS = frozenset(
         "workers",
         "migration",
         "peer",
+        "erased",
+        "blocked",
+        "lapsed",
     }
 )
 REDACTED = "[redacted]"

@@ -13,17 +13,28 @@ from google.protobuf import field_mask_pb2
 
 from audit.events import AuditEvent
 from audit.queries import AuditQueries, EventFilter
-from piivault.v1 import audit_pb2, audit_pb2_grpc, consent_pb2, consent_pb2_grpc, keys_pb2, keys_pb2_grpc
+from piivault.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    consent_pb2,
+    consent_pb2_grpc,
+    dsar_pb2,
+    dsar_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+)
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
-from tests.support.people import People, Person, customer_message
+from tests.support.people import People, Person, customer_message, dpo
 from tests.support.scan import find_in_bytes, needles
 from vault.app import Vault
+from vault.dsar.models import DsarType
 
 CUSTOMER = "/piivault.v1.CustomerService/"
 KEYS = "/piivault.v1.KeyService/"
 AUDIT = "/piivault.v1.AuditService/"
 CONSENT = "/piivault.v1.ConsentService/"
+DSAR = "/piivault.v1.DsarService/"
 PURPOSE = "customer_service"
 NOTICE_SHA256 = hashlib.sha256("短信营销告知 v3".encode()).hexdigest()
 
@@ -42,7 +53,7 @@ class World:
 
 @pytest.fixture
 def world(vault: Vault, channel: grpc.Channel, people: People) -> World:
-    tokens = {role: vault.tokens.create(f"{role}-1", role).secret for role in ("service", "admin", "auditor")}
+    tokens = {role: vault.tokens.create(f"{role}-1", role).secret for role in ("service", "admin", "auditor", "dpo")}
     person = people.next()
     stub = pb_grpc.CustomerServiceStub(channel)
     created = stub.CreateCustomer(
@@ -57,6 +68,22 @@ Call = Callable[[World, tuple[tuple[str, str], ...], bool], object]
 
 def _customers(world: World) -> pb_grpc.CustomerServiceStub:
     return pb_grpc.CustomerServiceStub(world.channel)
+
+
+def _dsar(world: World) -> dsar_pb2_grpc.DsarServiceStub:
+    return dsar_pb2_grpc.DsarServiceStub(world.channel)
+
+
+def _request(world: World, type_: DsarType, verified: bool = True) -> str:
+    """A data-subject request for the world's customer, opened (and verified) in-process."""
+    opened = world.vault.dsar.open(dpo(), None, world.customer_id, type_)
+    if verified:
+        world.vault.dsar.verify(dpo(), opened.request_id)
+    return opened.request_id
+
+
+def _id(world: World, type_: DsarType, ok: bool, verified: bool = True) -> str:
+    return _request(world, type_, verified) if ok else "not-a-request"
 
 
 # Each RPC: (name, the role allowed to call it, how to call it validly or invalidly, what a success records).
@@ -149,6 +176,105 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
         "service",
         lambda w, md, ok: consent_pb2_grpc.ConsentServiceStub(w.channel).GetConsentHistory(
             consent_pb2.GetConsentHistoryRequest(customer_id=w.customer_id, page_size=10 if ok else -1), metadata=md
+        ),
+        (),
+    ),
+    (
+        DSAR + "OpenRequest",
+        "dpo",
+        lambda w, md, ok: _dsar(w).OpenRequest(
+            dsar_pb2.OpenRequestRequest(
+                customer_id=w.customer_id, type=dsar_pb2.DSAR_TYPE_ACCESS if ok else dsar_pb2.DSAR_TYPE_UNSPECIFIED
+            ),
+            metadata=md,
+        ),
+        (),
+    ),
+    (
+        DSAR + "VerifyRequest",
+        "dpo",
+        lambda w, md, ok: _dsar(w).VerifyRequest(
+            dsar_pb2.VerifyRequestRequest(request_id=_id(w, DsarType.ACCESS, ok, verified=False)), metadata=md
+        ),
+        (),
+    ),
+    (
+        DSAR + "RejectRequest",
+        "dpo",
+        lambda w, md, ok: _dsar(w).RejectRequest(
+            dsar_pb2.RejectRequestRequest(
+                request_id=_request(w, DsarType.ACCESS, verified=False),
+                reason=dsar_pb2.REJECTION_REASON_DUPLICATE if ok else dsar_pb2.REJECTION_REASON_UNSPECIFIED,
+                text="已于上月答复同一请求",
+            ),
+            metadata=md,
+        ),
+        (),
+    ),
+    (
+        DSAR + "GetRequest",
+        "dpo",
+        lambda w, md, ok: _dsar(w).GetRequest(
+            dsar_pb2.GetRequestRequest(request_id=_id(w, DsarType.ACCESS, ok)), metadata=md
+        ),
+        (),
+    ),
+    (
+        DSAR + "ListRequests",
+        "dpo",
+        lambda w, md, ok: _dsar(w).ListRequests(dsar_pb2.ListRequestsRequest(page_size=10 if ok else -1), metadata=md),
+        (),
+    ),
+    (
+        DSAR + "ExportData",
+        "dpo",
+        lambda w, md, ok: list(
+            _dsar(w).ExportData(dsar_pb2.ExportDataRequest(request_id=_id(w, DsarType.ACCESS, ok)), metadata=md)
+        ),
+        ("mobile", "name", "national_id"),
+    ),
+    (
+        DSAR + "EraseCustomer",
+        "dpo",
+        lambda w, md, ok: _dsar(w).EraseCustomer(
+            dsar_pb2.EraseCustomerRequest(request_id=_id(w, DsarType.ERASURE, ok)), metadata=md
+        ),
+        (),
+    ),
+    (
+        DSAR + "RectifyCustomer",
+        "dpo",
+        lambda w, md, ok: _dsar(w).RectifyCustomer(
+            dsar_pb2.RectifyCustomerRequest(
+                request_id=_request(w, DsarType.RECTIFICATION),
+                customer=pb.Customer(name="更正后的名字"),
+                update_mask=field_mask_pb2.FieldMask(paths=["name" if ok else "no_such_field"]),
+            ),
+            metadata=md,
+        ),
+        ("name",),
+    ),
+    (
+        DSAR + "RestrictProcessing",
+        "dpo",
+        lambda w, md, ok: _dsar(w).RestrictProcessing(
+            dsar_pb2.RestrictProcessingRequest(request_id=_id(w, DsarType.RESTRICTION, ok)), metadata=md
+        ),
+        (),
+    ),
+    (
+        DSAR + "LiftRestriction",
+        "dpo",
+        lambda w, md, ok: _dsar(w).LiftRestriction(
+            dsar_pb2.LiftRestrictionRequest(customer_id=w.customer_id if ok else "x"), metadata=md
+        ),
+        (),
+    ),
+    (
+        DSAR + "SetLegalHold",
+        "dpo",
+        lambda w, md, ok: _dsar(w).SetLegalHold(
+            dsar_pb2.SetLegalHoldRequest(customer_id=w.customer_id if ok else "x", hold=True), metadata=md
         ),
         (),
     ),
@@ -276,7 +402,9 @@ def test_every_rpc_is_audited(
         assert event.principal == f"{acting}-1"
         assert event.role == acting
     assert event.peer.startswith(("ipv4:", "ipv6:"))
-    if case == "ok" and rpc.startswith((CUSTOMER, CONSENT)):
+    if (case == "ok" and rpc.startswith((CUSTOMER, CONSENT))) or (
+        case == "ok" and rpc.startswith(DSAR) and rpc != DSAR + "ListRequests"
+    ):
         assert event.customer_ids
         assert set(fields) <= set(event.fields)
     if case == "ok" and rpc in (CUSTOMER + "GetCustomer", CUSTOMER + "FindCustomers"):

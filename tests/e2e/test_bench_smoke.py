@@ -21,3 +21,16 @@ def test_bench_runs_and_prints_every_operation() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     for label in ("grpc create", "grpc read", "grpc find", "in-process create", "in-process read", "cost ratio"):
         assert label in done.stdout
+
+
+def test_dsar_bench_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.dsar", "--reads", "20", "--consents", "4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "manifest verified" in done.stdout and "erasure with signed receipt" in done.stdout

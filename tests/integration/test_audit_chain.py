@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -268,7 +269,15 @@ def test_verification_while_events_are_appended_reports_no_false_alarm(vault: Va
     for writer in writers:
         writer.start()
     try:
-        reports = [vault.audit_verifier.verify() for _ in range(25)]
+        # On a loaded machine the writers may need a moment to start; wait for the first event, then verify while
+        # they keep appending (a short pause between runs lets them make progress).
+        deadline = time.monotonic() + 30
+        while vault.audit_verifier.verify().events_checked == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        reports = []
+        for _ in range(25):
+            reports.append(vault.audit_verifier.verify())
+            time.sleep(0.01)
     finally:
         stop.set()
         for writer in writers:

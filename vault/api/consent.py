@@ -41,7 +41,9 @@ _CHANNELS = {
 }
 _SCOPES_TO_PB = {scope: number for number, scope in _SCOPES.items()}
 _GIVEN_BY_TO_PB = {GivenBy.SUBJECT: pb.GIVEN_BY_SUBJECT, GivenBy.GUARDIAN: pb.GIVEN_BY_GUARDIAN}
-_CHANNELS_TO_PB = {channel: number for number, channel in _CHANNELS.items()}
+_CHANNELS_TO_PB = {channel: number for number, channel in _CHANNELS.items()} | {
+    Channel.SYSTEM: pb.CONSENT_CHANNEL_SYSTEM
+}
 _ACTIONS_TO_PB = {ConsentAction.GRANT: pb.CONSENT_ACTION_GRANT, ConsentAction.WITHDRAW: pb.CONSENT_ACTION_WITHDRAW}
 _STATES_TO_PB = {
     ConsentState.GRANTED: pb.CONSENT_STATE_GRANTED,

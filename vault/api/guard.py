@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import structlog
@@ -21,9 +21,10 @@ from audit.events import AuditDraft, Caller, is_customer_id
 from audit.log import AuditLog
 from vault.api.context import current_caller
 from vault.api.status import internal_status, status_code_of, to_status
+from vault.auth.certificates import ClientCertificates
 from vault.auth.policy import PUBLIC_PREFIXES, authorize
-from vault.auth.tokens import TokenService
-from vault.errors import PiivaultError
+from vault.auth.tokens import Principal, TokenService
+from vault.errors import PiivaultError, Unauthenticated
 
 if TYPE_CHECKING:  # grpc-stubs makes these generic; the runtime classes are not subscriptable
     _Interceptor = grpc.ServerInterceptor[Any, Any]
@@ -34,6 +35,7 @@ else:
 
 _log = structlog.get_logger("piivault.rpc")
 _REQUEST_ID_MAX = 64
+_CERTIFICATE_REFUSED = "the client certificate is not registered, was revoked or has expired; or send a bearer token"
 
 
 def _metadata(context: grpc.ServicerContext, key: str) -> str | None:
@@ -51,9 +53,10 @@ def _request_id(context: grpc.ServicerContext) -> str:
 
 
 class CallGuard(_Interceptor):
-    def __init__(self, tokens: TokenService, audit: AuditLog) -> None:
+    def __init__(self, tokens: TokenService, audit: AuditLog, certificates: ClientCertificates | None = None) -> None:
         self._tokens = tokens
         self._audit = audit
+        self._certificates = certificates
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], _Handler | None], details: Any
@@ -78,12 +81,31 @@ class CallGuard(_Interceptor):
         return None
 
     def _enter(self, method: str, context: grpc.ServicerContext, call: _CallRecord) -> Any:
-        principal = self._tokens.authenticate(_metadata(context, "authorization"))
+        principal = self._authenticate(context)
         call.caller = Caller(
             principal.name, principal.role, method, call.request_id, call.caller.peer, _purpose(call.request)
         )
         authorize(method, principal)
         return current_caller.set(call.caller)
+
+    def _authenticate(self, context: grpc.ServicerContext) -> Principal:
+        """A bearer token decides whenever one is sent; otherwise a registered client certificate, if one was verified.
+
+        A call with an ``authorization`` header never falls back to its certificate: a wrong token stays an error.
+        """
+        authorization = _metadata(context, "authorization")
+        if authorization is not None or self._certificates is None:
+            return self._tokens.authenticate(authorization)
+        # gRPC sets this only for a certificate the TLS handshake verified against PIIVAULT_TLS_CLIENT_CA (the server
+        # never uses a "request but don't verify" mode), so its presence means the chain checked out. grpc-stubs
+        # declares the values as bytes; at run time each is a sequence of bytes (here one PEM certificate).
+        presented = cast("Sequence[bytes]", context.auth_context().get("x509_pem_cert", ()))
+        if not presented:
+            raise Unauthenticated()
+        principal = self._certificates.authenticate(presented[0])
+        if principal is None:
+            raise Unauthenticated(_CERTIFICATE_REFUSED)
+        return principal
 
     def _guard(self, method: str, behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:

@@ -8,10 +8,12 @@ import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import grpc
 import structlog
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -23,6 +25,8 @@ from piivault.v1 import (
     consent_pb2_grpc,
     customers_pb2,
     customers_pb2_grpc,
+    dsar_pb2,
+    dsar_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
 )
@@ -30,15 +34,17 @@ from vault import logs
 from vault.api.audit import AuditServicer
 from vault.api.consent import ConsentServicer
 from vault.api.customers import CustomerServicer
+from vault.api.dsar import DsarServicer
 from vault.api.guard import CallGuard
 from vault.api.keys import KeyServicer
 from vault.app import Vault
-from vault.config import Settings
+from vault.config import ConfigError, Settings, check_tls
 
 _log = structlog.get_logger("piivault.server")
 SERVICE_NAMES = (
     customers_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name,
     consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
+    dsar_pb2.DESCRIPTOR.services_by_name["DsarService"].full_name,
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
@@ -58,10 +64,11 @@ class RunningServer:
 
 def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = False) -> RunningServer:
     settings = vault.settings
+    credentials = server_credentials(settings)  # first: a TLS file that cannot be used stops start-up at once
     limit = settings.max_receive_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-        interceptors=[CallGuard(vault.tokens, vault.audit)],
+        interceptors=[CallGuard(vault.tokens, vault.audit, vault.certificates)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 4 * limit),
@@ -72,6 +79,7 @@ def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = 
     )
     customers_pb2_grpc.add_CustomerServiceServicer_to_server(CustomerServicer(vault.customers), server)
     consent_pb2_grpc.add_ConsentServiceServicer_to_server(ConsentServicer(vault.consents), server)
+    dsar_pb2_grpc.add_DsarServiceServicer_to_server(DsarServicer(vault.dsar), server)
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(vault.keys, vault.audit), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(
         AuditServicer(AuditQueries(vault.database), vault.audit_verifier, vault.audit), server
@@ -80,13 +88,58 @@ def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = 
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen or settings.listen)
+    if credentials is None:
+        port = server.add_insecure_port(listen or settings.listen)
+    else:
+        try:
+            port = server.add_secure_port(listen or settings.listen, credentials)
+        except RuntimeError:  # grpc says only "failed to bind"; the usual cause is a key for another certificate
+            raise ConfigError(
+                "could not open the TLS port: PIIVAULT_TLS_KEY does not match PIIVAULT_TLS_CERT, "
+                "or PIIVAULT_LISTEN cannot be bound"
+            ) from None
     if port == 0:
         raise OSError("could not bind the listen address")
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(server, health_servicer, port)
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the PEM files the settings name, or ``None`` for plaintext (no PIIVAULT_TLS_CERT).
+
+    Every problem is a ``ConfigError`` naming the variable; file contents never appear in a message.
+    """
+    check_tls(settings)
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    chain = _read_pem(settings.tls_cert, "PIIVAULT_TLS_CERT")
+    _require_certificates(chain, "PIIVAULT_TLS_CERT")
+    key = _read_pem(settings.tls_key, "PIIVAULT_TLS_KEY")
+    if b"PRIVATE KEY-----" not in key:
+        raise ConfigError("PIIVAULT_TLS_KEY must name a PEM file holding a private key")
+    client_ca = None
+    if settings.tls_client_ca is not None:
+        client_ca = _read_pem(settings.tls_client_ca, "PIIVAULT_TLS_CLIENT_CA")
+        _require_certificates(client_ca, "PIIVAULT_TLS_CLIENT_CA")
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=settings.tls_require_client_cert
+    )
+
+
+def _read_pem(path: Path, variable: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        raise ConfigError(f"{variable} names a file that cannot be read") from None
+
+
+def _require_certificates(pem: bytes, variable: str) -> None:
+    try:
+        x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ConfigError(f"{variable} must name a PEM file of one or more X.509 certificates") from None
 
 
 def serve(settings: Settings) -> None:
@@ -98,12 +151,13 @@ def serve(settings: Settings) -> None:
     keyring errors are reported before any worker starts.
     """
     Vault.open(settings).close()
+    server_credentials(settings)  # unreadable TLS files stop the parent, before any worker starts
     if settings.processes == 1:
         _serve_one(settings, reuse_port=False)
         return
     context = multiprocessing.get_context("spawn")  # fork after grpc has started threads is unsafe
     workers = [
-        context.Process(target=_serve_one, args=(settings, True), name=f"piivault-{n}")
+        context.Process(target=_serve_one, args=(settings, True, n == 0), name=f"piivault-{n}")
         for n in range(settings.processes)
     ]
     for worker in workers:
@@ -120,6 +174,18 @@ def serve(settings: Settings) -> None:
         worker.join(settings.shutdown_grace_seconds + 5)
 
 
+def _retention_loop(vault: Vault, interval: float, stopping: threading.Event) -> None:
+    """The in-process retention schedule (one process per server; a second replica running it too is harmless, since
+    every step is idempotent)."""
+    while not stopping.wait(interval):
+        try:
+            plan = vault.retention.run()
+        except Exception as error:  # noqa: BLE001 - the schedule must survive a failed run; the next one retries
+            _log.error("retention.failed", error_type=type(error).__name__)
+            continue
+        _log.info("retention.run", erased=len(plan.erase), blocked=len(plan.blocked), lapsed=len(plan.lapse))
+
+
 def _stop_event() -> threading.Event:
     stopping = threading.Event()
 
@@ -132,11 +198,15 @@ def _stop_event() -> threading.Event:
     return stopping
 
 
-def _serve_one(settings: Settings, reuse_port: bool) -> None:
+def _serve_one(settings: Settings, reuse_port: bool, schedule: bool = True) -> None:
     logs.configure(settings.log_level)
     vault = Vault.open(settings)
     running = start_server(vault, reuse_port=reuse_port)
     stopping = _stop_event()
+    if schedule and settings.retention_interval_hours > 0:
+        threading.Thread(
+            target=_retention_loop, args=(vault, settings.retention_interval_hours * 3600, stopping), daemon=True
+        ).start()
     _log.info("server.started", listen=settings.listen, key_provider=vault.provider.name, workers=settings.workers)
     stopping.wait()
     running.stop(settings.shutdown_grace_seconds)

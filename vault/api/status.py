@@ -41,6 +41,8 @@ _REASONS: dict[type[errors.PiivaultError], str] = {
     errors.PurposeNotAllowed: "PURPOSE_NOT_ALLOWED",
     errors.ConsentRequired: "CONSENT_REQUIRED",
     errors.GuardianRequired: "GUARDIAN_CONSENT_REQUIRED",
+    errors.ProcessingRestricted: "PROCESSING_RESTRICTED",
+    errors.ErasureBlocked: "ERASURE_BLOCKED",
     errors.ResourceExhausted: "LOOKUP_RATE_EXCEEDED",
 }
 

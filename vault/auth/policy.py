@@ -16,6 +16,20 @@ _CUSTOMER_READERS = frozenset({"service", "support", "marketing", "dpo"})
 _CUSTOMER_LISTERS = frozenset({"service", "marketing", "dpo"})
 _CONSENT_RECORDERS = frozenset({"service", "support", "dpo"})
 _CONSENT_READERS = frozenset({"service", "support", "marketing", "dpo"})
+_DPO = frozenset({"dpo"})
+_DSAR_METHODS = (
+    "OpenRequest",
+    "VerifyRequest",
+    "RejectRequest",
+    "GetRequest",
+    "ListRequests",
+    "ExportData",
+    "EraseCustomer",
+    "RectifyCustomer",
+    "RestrictProcessing",
+    "LiftRestriction",
+    "SetLegalHold",
+)
 _ADMIN = frozenset({"admin"})
 _AUDITORS = frozenset({"auditor", "admin"})
 
@@ -29,6 +43,7 @@ ALLOWED_ROLES: dict[str, frozenset[str]] = {
     "/piivault.v1.ConsentService/WithdrawConsent": _CONSENT_RECORDERS,
     "/piivault.v1.ConsentService/ListConsents": _CONSENT_READERS,
     "/piivault.v1.ConsentService/GetConsentHistory": _CONSENT_READERS,
+    **{f"/piivault.v1.DsarService/{name}": _DPO for name in _DSAR_METHODS},
     "/piivault.v1.KeyService/GetKeyStatus": _ADMIN,
     "/piivault.v1.KeyService/RotateKek": _ADMIN,
     "/piivault.v1.KeyService/RewrapKeys": _ADMIN,

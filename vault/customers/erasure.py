@@ -94,10 +94,10 @@ class CryptoShredder:
     def subject(self, customer_id: str) -> bytes:
         return self._mac.digest("erasure-subject", customer_id.encode())
 
-    def shred(self, caller: Caller, customer_id: str) -> bool:
+    def shred(self, caller: Caller, customer_id: str, also: Callable[[Connection], None] | None = None) -> bool:
         """Destroy the customer's DEK, ciphertexts, indexes and idempotency records. True if anything was there.
 
-        The deletion and its audit event commit together."""
+        The deletion, ``also`` (e.g. completing the DSAR that asked for it) and the audit event commit together."""
         subject = self.subject(customer_id)
         now = self._clock()
         self._ledger.append(subject, now)  # first: a crash after this line is finished by the next start-up
@@ -105,6 +105,8 @@ class CryptoShredder:
         def erase(connection: Connection) -> bool:
             erased = _delete_customer(connection, customer_id)
             _record(connection, subject, now)
+            if also is not None:
+                also(connection)
             return erased
 
         erased = self._writer.submit(erase, (AuditDraft.of(caller, "ok", (customer_id,)),))

@@ -50,6 +50,7 @@ from vault.errors import (
     IntegrityError,
     InvalidArgument,
     NotFound,
+    ProcessingRestricted,
     Unavailable,
     VersionConflict,
 )
@@ -200,6 +201,8 @@ class CustomerService:
             standings = self._standings(connection, purpose, [] if row is None else [customer_id])
         if row is None:
             raise NotFound()
+        if row.restricted:
+            raise ProcessingRestricted((customer_id,))
         return self._disclose(caller, purpose, self._decrypt_rows([row]), standings)[0]
 
     def open(self, customer_id: str) -> tuple[Customer, SecretKey]:
@@ -259,6 +262,8 @@ class CustomerService:
             owner = repo.owner(connection, kind, digest)
             row = None if owner is None else repo.get_row(connection, owner)
             standings = self._standings(connection, purpose, [] if row is None else [row.customer_id])
+        if row is not None and row.restricted:
+            raise ProcessingRestricted((row.customer_id,))
         # A lookup that finds nobody is audited too: probing for identifiers is itself an access attempt.
         return self._disclose(caller, purpose, [] if row is None else self._decrypt_rows([row]), standings)
 
@@ -288,7 +293,8 @@ class CustomerService:
         with self._database.read() as connection:
             rows = repo.page_rows(connection, after, size + 1, consented_to)
             standings = self._standings(connection, purpose, [row.customer_id for row in rows[:size]])
-        customers = self._disclose(caller, purpose, self._decrypt_rows(rows[:size]), standings, skip_refused=True)
+        processable = [row for row in rows[:size] if not row.restricted]  # restricted customers are not listed
+        customers = self._disclose(caller, purpose, self._decrypt_rows(processable), standings, skip_refused=True)
         next_token = _encode_page_token(rows[size - 1].customer_id) if len(rows) > size else ""
         return Page(customers, next_token)
 
@@ -298,31 +304,63 @@ class CustomerService:
         self, caller: Caller, raw: Profile, customer_id: str, mask: Sequence[str], expected_version: int
     ) -> Customer:
         _check_customer_id(customer_id, "customer.customer_id")
-        names = _check_mask(mask)
         if expected_version < 1:
             raise InvalidArgument.single("expected_version", "must be the version last read (1 or more)")
+        return self._change(caller, raw, customer_id, mask, expected_version)
+
+    def rectify(
+        self, caller: Caller, raw: Profile, customer_id: str, mask: Sequence[str], also: Callable[[Connection], None]
+    ) -> Customer:
+        """Correct fields at the customer's request and re-key the customer: every field is re-encrypted under a fresh
+        data key and the old wrapped key is overwritten, so the old values — in dead row versions, the WAL, free
+        pages — no longer decrypt from this database. ``also`` runs in the same transaction (the DSAR's completion)."""
+        _check_customer_id(customer_id, "customer_id")
+        return self._change(caller, raw, customer_id, mask, None, also=also)
+
+    def _change(
+        self,
+        caller: Caller,
+        raw: Profile,
+        customer_id: str,
+        mask: Sequence[str],
+        expected_version: int | None,
+        also: Callable[[Connection], None] | None = None,
+    ) -> Customer:
+        rekey = expected_version is None
+        names = _check_mask(mask)
         patch = canonical_profile(raw, only=frozenset(names))
         with self._database.read() as connection:
             row = repo.get_row(connection, customer_id)
         if row is None:
             raise NotFound()
-        if row.version != expected_version:
+        if row.restricted and not rekey:
+            raise ProcessingRestricted((customer_id,))
+        version = row.version if expected_version is None else expected_version
+        if row.version != version:
             raise VersionConflict()
         current = self._decrypt_rows([row])[0]
         profile = current.profile.with_fields(patch, names)
         require_identifier(profile)
-        dek = self._keys.unwrap(customer_id, WrappedKey(row.wrapped_dek, row.kek_version))
         now = self._clock()
-        values = {**self._encrypt(dek, customer_id, profile, names), "update_time": now}
+        if rekey:
+            dek, wrapped = self._keys.new_key()
+            key_values: dict[str, Any] = {"wrapped_dek": wrapped.blob, "kek_version": wrapped.kek_version}
+            encrypted = self._encrypt(dek, customer_id, profile, PERSONAL_FIELDS)
+        else:
+            dek = self._keys.unwrap(customer_id, WrappedKey(row.wrapped_dek, row.kek_version))
+            key_values, encrypted = {}, self._encrypt(dek, customer_id, profile, names)
+        values = {**encrypted, **key_values, "update_time": now}
         kinds = [kind for kind, field in _INDEX_FIELD.items() if field in names]
         digests = [(kind, digest) for kind, digest in self._digests(profile) if kind in kinds]
 
         def write(connection: Connection) -> None:
-            if not repo.update_customer(connection, customer_id, expected_version, values):
+            if not repo.update_customer(connection, customer_id, version, values):
                 raise NotFound() if repo.get_row(connection, customer_id) is None else VersionConflict()
             repo.delete_indexes(connection, customer_id, kinds)
             self._refuse_taken(connection, digests, customer_id)
             repo.insert_indexes(connection, customer_id, digests)
+            if also is not None:
+                also(connection)
 
         try:
             self._writer.submit(write, (AuditDraft.of(caller, "ok", (customer_id,), tuple(sorted(names))),))
@@ -333,9 +371,20 @@ class CustomerService:
             raise Unavailable() from None
         except OperationalError:
             raise Unavailable() from None
+        if rekey:
+            self._keys.forget(customer_id)
         # The caller learns in clear only what it just wrote; the rest of the customer comes back masked.
         shown, masked = mask_profile(profile, frozenset(names))
-        return Customer(customer_id, expected_version + 1, shown, current.create_time, now, masked)
+        return Customer(customer_id, version + 1, shown, current.create_time, now, masked)
+
+    def resolve(self, kind: IdentifierKind, raw_value: str) -> str:
+        """The id of the live customer holding an identifier, for the vault's own workflows (no disclosure)."""
+        canonical = self._find_canonical(kind, raw_value, "")
+        with self._database.read() as connection:
+            owner = repo.owner(connection, kind, self._blind_index.digest(kind.value, canonical.encode()))
+        if owner is None:
+            raise NotFound()
+        return owner
 
     # -- crypto ---------------------------------------------------------------------------------------------------
 

@@ -22,7 +22,15 @@ REQUEST_MAC_KEY = "request-mac/v1"
 ERASURE_LEDGER_KEY = "erasure-ledger/v1"
 AUDIT_MAC_KEY = "audit-mac/v1"
 AUDIT_SIGNING_KEY = "audit-signing/v1"  # the 32-byte seed of the Ed25519 checkpoint key
-SERVICE_KEY_NAMES = (BLIND_INDEX_KEY, REQUEST_MAC_KEY, ERASURE_LEDGER_KEY, AUDIT_MAC_KEY, AUDIT_SIGNING_KEY)
+DSAR_SIGNING_KEY = "dsar-signing/v1"  # the seed of the Ed25519 key that signs export manifests and erasure receipts
+SERVICE_KEY_NAMES = (
+    BLIND_INDEX_KEY,
+    REQUEST_MAC_KEY,
+    ERASURE_LEDGER_KEY,
+    AUDIT_MAC_KEY,
+    AUDIT_SIGNING_KEY,
+    DSAR_SIGNING_KEY,
+)
 
 
 def load_service_keys(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Text, false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -64,6 +64,9 @@ class CustomerRow(Base):
     external_refs_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
     create_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     update_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # Set by the DPO: a restricted customer is stored but not processed (reads refused); a legal hold blocks erasure.
+    restricted: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    legal_hold: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class BlindIndexRow(Base):
@@ -209,6 +212,28 @@ class ConsentRecordRow(Base):
     request_digest: Mapped[bytes | None] = mapped_column(LargeBinary(32))
 
 
+class DsarRequestRow(Base):
+    """A data-subject request. No foreign key: the request and its outcome outlive the customer's erasure, as proof
+    that it was answered (and when); the rejection text is encrypted under the customer's data key."""
+
+    __tablename__ = "dsar_requests"
+
+    request_id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(36), index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    opened_by: Mapped[str] = mapped_column(String(64))
+    open_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    due_date: Mapped[str] = mapped_column(String(10), index=True)  # ISO date, inclusive
+    verified_by: Mapped[str | None] = mapped_column(String(64))
+    verify_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+    close_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    rejection_reason: Mapped[str | None] = mapped_column(String(32))
+    rejection_text_ct: Mapped[bytes | None] = mapped_column(LargeBinary)
+    receipt_id: Mapped[str | None] = mapped_column(String(24))
+
+
 class ConsentStateRow(Base):
     """The current state per customer, purpose and scope: the latest record, kept in the same transaction.
 
@@ -226,3 +251,19 @@ class ConsentStateRow(Base):
     given_by: Mapped[str] = mapped_column(String(16))
     revision: Mapped[int] = mapped_column(Integer)
     update_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class ClientCertificateRow(Base):
+    """A client certificate registered for mTLS, stored only as a keyed fingerprint of its DER encoding — never the
+    certificate or its subject. ``cert_id`` is a public handle for listing and revoking; ``not_after`` is copied from
+    the certificate so that the entry cannot outlive it."""
+
+    __tablename__ = "client_certificates"
+
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    cert_id: Mapped[str] = mapped_column(String(32), unique=True)
+    principal: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    create_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoke_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

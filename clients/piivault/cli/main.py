@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from piivault.cli import audit, keys, purposes, tokens
+from piivault.cli import audit, certs, dsar, keys, purposes, retention, tokens
 from piivault.cli.common import err, fail
 
 # No pretty tracebacks: typer's show the local variables of every frame, and in a PII service those hold personal data.
@@ -19,8 +19,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(tokens.app, name="token")
+app.add_typer(certs.app, name="cert")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(dsar.app, name="dsar")
+app.add_typer(retention.app, name="retention")
 app.command(name="purposes")(purposes.show)
 
 

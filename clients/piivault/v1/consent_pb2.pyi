@@ -112,6 +112,8 @@ class _ConsentChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Consen
     """By the call centre."""
     CONSENT_CHANNEL_PAPER: _ConsentChannel.ValueType  # 6
     """On a signed paper form."""
+    CONSENT_CHANNEL_SYSTEM: _ConsentChannel.ValueType  # 7
+    """Recorded by the vault itself (output only): a consent lapsing at the end of its purpose's retention period."""
 
 class ConsentChannel(_ConsentChannel, metaclass=_ConsentChannelEnumTypeWrapper):
     """Where the consent was collected."""
@@ -130,6 +132,8 @@ CONSENT_CHANNEL_CALL_CENTRE: ConsentChannel.ValueType  # 5
 """By the call centre."""
 CONSENT_CHANNEL_PAPER: ConsentChannel.ValueType  # 6
 """On a signed paper form."""
+CONSENT_CHANNEL_SYSTEM: ConsentChannel.ValueType  # 7
+"""Recorded by the vault itself (output only): a consent lapsing at the end of its purpose's retention period."""
 Global___ConsentChannel: _TypeAlias = ConsentChannel  # noqa: Y015
 
 class _ConsentState:

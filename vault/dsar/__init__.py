@@ -1,0 +1,1 @@
+"""Data-subject requests: the DPO's workflow for access, portability, erasure, rectification and restriction."""
