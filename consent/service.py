@@ -45,6 +45,8 @@ from vault.errors import (
     InvalidArgument,
     Unavailable,
 )
+from vault.purchases import repository as purchases_repo
+from vault.purchases.models import ANALYTICS
 from vault.storage.db import Database
 from vault.storage.group_commit import GroupCommitter
 
@@ -160,7 +162,11 @@ class ConsentService:
                 }
             )
 
+        retires = action is ConsentAction.WITHDRAW and any(r.purpose == ANALYTICS for r in requests)
+
         def write(connection: Connection) -> None:
+            if retires:  # the analytics side must forget this pseudonym; later purchases get a new one
+                purchases_repo.retire(connection, customer_id, "consent_withdrawn", now)
             revision = repo.next_revision(connection, customer_id)
             for offset, row in enumerate(rows):
                 row["revision"] = revision + offset

@@ -130,7 +130,7 @@ def database(database_url: str) -> Iterator[Database]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     # No settle time: tests rotate and retire versions back to back in one process (see KeyRotation).
-    return Settings(data_dir=tmp_path / "var", key_settle_seconds=0)
+    return Settings(data_dir=tmp_path / "var", key_settle_seconds=0, analytics_settle_seconds=0)
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,8 @@ from vault.keys.service_keys import (
     REQUEST_MAC_KEY,
     load_service_keys,
 )
+from vault.purchases.analytics import AnalyticsFeed
+from vault.purchases.service import PurchaseService
 from vault.storage.db import Database
 from vault.storage.group_commit import GroupCommitter
 from vault.storage.migrate import require_current_schema
@@ -77,6 +79,8 @@ class Vault:
     shredder: CryptoShredder
     dsar: DsarService
     retention: RetentionJob
+    purchases: PurchaseService
+    analytics: AnalyticsFeed
     audit: AuditLog
     audit_verifier: ChainVerifier
     owned: tuple[object, ...] = ()  # what open() created and close() must release; injected parts stay the caller's
@@ -127,7 +131,9 @@ class Vault:
             data_keys,
             Mac(service_keys[ERASURE_LEDGER_KEY]),
             ErasureLedgerFile(settings.effective_erasure_ledger_path),
+            delete_purchases=settings.erasure_purchases == "delete",
         )
+        purchases = PurchaseService(database, writer, request_mac)
         dsar = DsarService(
             database,
             writer,
@@ -135,6 +141,7 @@ class Vault:
             customers,
             consents,
             shredder,
+            purchases,
             Signer(service_keys[DSAR_SIGNING_KEY]),
             settings.dsar_due_days,
         )
@@ -156,6 +163,8 @@ class Vault:
             shredder,
             dsar,
             retention,
+            purchases,
+            AnalyticsFeed(database, audit, settings.analytics_settle_seconds),
             audit,
             ChainVerifier(database, chain, signer.public_key, service_keys[AUDIT_MAC_KEY].reveal()),
             tuple(owned),

@@ -45,6 +45,8 @@ class Settings:
     lookups_per_minute: int = 1_200
     lookups_per_day: int = 100_000
     dsar_due_days: int = 30
+    erasure_purchases: str = "delete"
+    analytics_settle_seconds: float = 2.0
     retention_inactive_days: int = 1095
     retention_interval_hours: float = 0.0
     tls_cert: Path | None = None
@@ -110,6 +112,12 @@ class Settings:
             lookups_per_minute=_int(source, "PIIVAULT_LOOKUPS_PER_MINUTE", defaults.lookups_per_minute, 0),
             lookups_per_day=_int(source, "PIIVAULT_LOOKUPS_PER_DAY", defaults.lookups_per_day, 0),
             dsar_due_days=_int(source, "PIIVAULT_DSAR_DUE_DAYS", defaults.dsar_due_days, 1),
+            analytics_settle_seconds=_float(
+                source, "PIIVAULT_ANALYTICS_SETTLE_SECONDS", defaults.analytics_settle_seconds
+            ),
+            erasure_purchases=_choice(
+                source, "PIIVAULT_ERASURE_PURCHASES", defaults.erasure_purchases, ("delete", "anonymise")
+            ),
             retention_inactive_days=_int(
                 source, "PIIVAULT_RETENTION_INACTIVE_DAYS", defaults.retention_inactive_days, 1
             ),
@@ -155,6 +163,13 @@ def check_tls(settings: Settings) -> None:
             "PIIVAULT_TLS_CLIENT_CA needs PIIVAULT_TLS_REQUIRE_CLIENT_CERT=true: the gRPC server cannot ask for an "
             "optional client certificate, only require one"
         )
+
+
+def _choice(source: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = source.get(name) or default
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of: {', '.join(allowed)}")
+    return value
 
 
 def _int(source: Mapping[str, str], name: str, default: int, minimum: int) -> int:

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from audit.events import AuditEvent
 from audit.queries import AuditQueries, EventFilter
 from piivault.v1 import (
+    analytics_pb2,
+    analytics_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
     consent_pb2,
@@ -22,6 +25,8 @@ from piivault.v1 import (
     dsar_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    purchases_pb2,
+    purchases_pb2_grpc,
 )
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
@@ -35,6 +40,18 @@ KEYS = "/piivault.v1.KeyService/"
 AUDIT = "/piivault.v1.AuditService/"
 CONSENT = "/piivault.v1.ConsentService/"
 DSAR = "/piivault.v1.DsarService/"
+PURCHASES = "/piivault.v1.PurchaseService/"
+ANALYTICS = "/piivault.v1.AnalyticsService/"
+
+
+def _purchase(order_id: str, currency: str = "CNY") -> purchases_pb2.Purchase:
+    when = Timestamp()
+    when.FromSeconds(1_767_225_600)
+    return purchases_pb2.Purchase(
+        source="pos", order_id=order_id, purchase_time=when, amount_minor=990, currency=currency
+    )
+
+
 PURPOSE = "customer_service"
 NOTICE_SHA256 = hashlib.sha256("短信营销告知 v3".encode()).hexdigest()
 
@@ -53,7 +70,10 @@ class World:
 
 @pytest.fixture
 def world(vault: Vault, channel: grpc.Channel, people: People) -> World:
-    tokens = {role: vault.tokens.create(f"{role}-1", role).secret for role in ("service", "admin", "auditor", "dpo")}
+    tokens = {
+        role: vault.tokens.create(f"{role}-1", role).secret
+        for role in ("service", "admin", "auditor", "dpo", "analyst")
+    }
     person = people.next()
     stub = pb_grpc.CustomerServiceStub(channel)
     created = stub.CreateCustomer(
@@ -279,6 +299,43 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
         (),
     ),
     (
+        PURCHASES + "RecordPurchase",
+        "service",
+        lambda w, md, ok: purchases_pb2_grpc.PurchaseServiceStub(w.channel).RecordPurchase(
+            purchases_pb2.RecordPurchaseRequest(
+                customer_id=w.customer_id, purchase=_purchase(uuid.uuid4().hex, "CNY" if ok else "元")
+            ),
+            metadata=md,
+        ),
+        (),
+    ),
+    (
+        PURCHASES + "RecordPurchases",
+        "service",
+        lambda w, md, ok: purchases_pb2_grpc.PurchaseServiceStub(w.channel).RecordPurchases(
+            iter(
+                [
+                    purchases_pb2.RecordPurchasesRequest(
+                        customer_id=w.customer_id, purchase=_purchase(uuid.uuid4().hex)
+                    )
+                    for _ in range(3)
+                ]
+            ),
+            metadata=md,
+        ),
+        (),
+    ),
+    (
+        ANALYTICS + "ExportPurchases",
+        "analyst",
+        lambda w, md, ok: list(
+            analytics_pb2_grpc.AnalyticsServiceStub(w.channel).ExportPurchases(
+                analytics_pb2.ExportPurchasesRequest(cursor="" if ok else "not-a-cursor"), metadata=md
+            )
+        ),
+        (),
+    ),
+    (
         KEYS + "GetKeyStatus",
         "admin",
         lambda w, md, ok: keys_pb2_grpc.KeyServiceStub(w.channel).GetKeyStatus(
@@ -338,6 +395,7 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
     ),
 ]
 NO_INVALID_FORM = {
+    PURCHASES + "RecordPurchases",  # a bad row is reported in the response, not a failed call
     KEYS + "GetKeyStatus",
     KEYS + "RotateKek",
     KEYS + "RewrapKeys",
@@ -402,7 +460,7 @@ def test_every_rpc_is_audited(
         assert event.principal == f"{acting}-1"
         assert event.role == acting
     assert event.peer.startswith(("ipv4:", "ipv6:"))
-    if (case == "ok" and rpc.startswith((CUSTOMER, CONSENT))) or (
+    if (case == "ok" and rpc.startswith((CUSTOMER, CONSENT, PURCHASES))) or (
         case == "ok" and rpc.startswith(DSAR) and rpc != DSAR + "ListRequests"
     ):
         assert event.customer_ids

@@ -210,6 +210,7 @@ def _with_clock(vault: Vault, ahead: dt.timedelta) -> DsarService:
         vault.customers,
         vault.consents,
         vault.shredder,
+        vault.purchases,
         Signer(SecretKey.generate()),
         clock=lambda: dt.datetime.now(dt.UTC) + ahead,
     )

@@ -77,7 +77,13 @@ class CallGuard(_Interceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        # Client-streaming methods get their own guard when the API first has one; nothing unguarded may run.
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._guard(method, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Bidirectional streams: none in the API; nothing unguarded may run.
         return None
 
     def _enter(self, method: str, context: grpc.ServicerContext, call: _CallRecord) -> Any:

@@ -19,6 +19,8 @@ from grpc_reflection.v1alpha import reflection
 
 from audit.queries import AuditQueries
 from piivault.v1 import (
+    analytics_pb2,
+    analytics_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
     consent_pb2,
@@ -29,6 +31,8 @@ from piivault.v1 import (
     dsar_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    purchases_pb2,
+    purchases_pb2_grpc,
 )
 from vault import logs
 from vault.api.audit import AuditServicer
@@ -37,6 +41,7 @@ from vault.api.customers import CustomerServicer
 from vault.api.dsar import DsarServicer
 from vault.api.guard import CallGuard
 from vault.api.keys import KeyServicer
+from vault.api.purchases import AnalyticsServicer, PurchaseServicer
 from vault.app import Vault
 from vault.config import ConfigError, Settings, check_tls
 
@@ -45,6 +50,8 @@ SERVICE_NAMES = (
     customers_pb2.DESCRIPTOR.services_by_name["CustomerService"].full_name,
     consent_pb2.DESCRIPTOR.services_by_name["ConsentService"].full_name,
     dsar_pb2.DESCRIPTOR.services_by_name["DsarService"].full_name,
+    purchases_pb2.DESCRIPTOR.services_by_name["PurchaseService"].full_name,
+    analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].full_name,
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
@@ -80,6 +87,8 @@ def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = 
     customers_pb2_grpc.add_CustomerServiceServicer_to_server(CustomerServicer(vault.customers), server)
     consent_pb2_grpc.add_ConsentServiceServicer_to_server(ConsentServicer(vault.consents), server)
     dsar_pb2_grpc.add_DsarServiceServicer_to_server(DsarServicer(vault.dsar), server)
+    purchases_pb2_grpc.add_PurchaseServiceServicer_to_server(PurchaseServicer(vault.purchases), server)
+    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(AnalyticsServicer(vault.analytics), server)
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(vault.keys, vault.audit), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(
         AuditServicer(AuditQueries(vault.database), vault.audit_verifier, vault.audit), server

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from audit.events import AuditDraft, Caller
 from vault.crypto import Mac
 from vault.keys.data_keys import DataKeys
+from vault.purchases import repository as purchases_repo
 from vault.storage.db import Database
 from vault.storage.group_commit import GroupCommitter
 from vault.storage.models import BlindIndexRow, ConsentStateRow, CustomerRow, ErasureRow, IdempotencyRow
@@ -83,7 +84,10 @@ class CryptoShredder:
         ledger_key: Mac,
         ledger: ErasureLedgerFile,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        *,
+        delete_purchases: bool = True,
     ) -> None:
+        self._delete_purchases = delete_purchases
         self._database = database
         self._writer = writer
         self._data_keys = data_keys
@@ -103,7 +107,7 @@ class CryptoShredder:
         self._ledger.append(subject, now)  # first: a crash after this line is finished by the next start-up
 
         def erase(connection: Connection) -> bool:
-            erased = _delete_customer(connection, customer_id)
+            erased = _delete_customer(connection, customer_id, self._delete_purchases)
             _record(connection, subject, now)
             if also is not None:
                 also(connection)
@@ -128,7 +132,7 @@ class CryptoShredder:
 
         def reapply(connection: Connection) -> None:
             for customer_id in resurrected:
-                _delete_customer(connection, customer_id)
+                _delete_customer(connection, customer_id, self._delete_purchases)
             for subject in subjects - recorded:
                 _record(connection, subject, now)
 
@@ -140,10 +144,14 @@ class CryptoShredder:
         return len(resurrected)
 
 
-def _delete_customer(connection: Connection, customer_id: str) -> bool:
+def _delete_customer(connection: Connection, customer_id: str, delete_purchases: bool = True) -> bool:
     # The consent ledger itself stays (proof of what was agreed, append-only); its evidence references were encrypted
     # under the DEK destroyed here. The current-state rows go with the customer.
     connection.execute(delete(ConsentStateRow).where(ConsentStateRow.customer_id == customer_id))
+    # Purchases: tombstone the active pseudonym for the analytics side, then delete the purchases or keep them with no
+    # pseudonym at all; the pseudonym mapping goes with the customer row (foreign key), unlinking everything.
+    purchases_repo.retire(connection, customer_id, "erased", dt.datetime.now(dt.UTC))
+    purchases_repo.forget_purchases(connection, customer_id, delete_rows=delete_purchases)
     connection.execute(delete(BlindIndexRow).where(BlindIndexRow.customer_id == customer_id))
     connection.execute(delete(IdempotencyRow).where(IdempotencyRow.customer_id == customer_id))
     result = connection.execute(delete(CustomerRow).where(CustomerRow.customer_id == customer_id))

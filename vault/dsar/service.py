@@ -28,6 +28,7 @@ from vault.dsar import repository as repo
 from vault.dsar.export import build_package
 from vault.dsar.models import OPEN_STATUSES, DsarRequest, DsarStatus, DsarType, RejectionReason
 from vault.errors import ErasureBlocked, FailedPrecondition, InvalidArgument, NotFound
+from vault.purchases.service import PurchaseService
 from vault.storage.db import Database
 from vault.storage.group_commit import GroupCommitter
 
@@ -53,6 +54,7 @@ class DsarService:
         customers: CustomerService,
         consents: ConsentService,
         shredder: CryptoShredder,
+        purchases: PurchaseService,
         signer: Signer,
         due_days: int = 30,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -63,6 +65,7 @@ class DsarService:
         self._customers = customers
         self._consents = consents
         self._shredder = shredder
+        self._purchases = purchases
         self._signer = signer
         self._due_days = due_days
         self._clock = clock
@@ -159,7 +162,8 @@ class DsarService:
             for event in chunk
         ]
         now = self._clock()
-        package = build_package(request.request_id, customer, consents, [], access_log, self._signer, now)
+        purchases = self._purchases.of_customer(request.customer_id)
+        package = build_package(request.request_id, customer, consents, purchases, access_log, self._signer, now)
         fields = tuple(name for name in PERSONAL_FIELDS if not is_empty(getattr(customer.profile, name)))
         change = {"status": DsarStatus.COMPLETED.value, "closed_by": caller.principal, "close_time": now}
         self._transition(caller, request, (DsarStatus.VERIFIED,), change, fields)

@@ -7,7 +7,19 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Text, false
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -267,3 +279,66 @@ class ClientCertificateRow(Base):
     not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     create_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     revoke_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class PseudonymRow(Base):
+    """A random pseudonym of a customer in an analytics domain. Every pseudonym ever issued is kept (purchases stay
+    filed under it); the mapping is deleted with the customer, which unlinks every purchase for good."""
+
+    __tablename__ = "pseudonyms"
+
+    pseudonym: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("customers.customer_id", ondelete="CASCADE"), index=True
+    )
+    domain: Mapped[str] = mapped_column(String(32))
+    create_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class ActivePseudonymRow(Base):
+    """The pseudonym new purchases of a customer are filed under. Retired (row deleted, tombstone written) when the
+    customer withdraws analytics consent, so no later row can carry the old one."""
+
+    __tablename__ = "active_pseudonyms"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    customer_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("customers.customer_id", ondelete="CASCADE"), primary_key=True
+    )
+    domain: Mapped[str] = mapped_column(String(32), primary_key=True)
+    pseudonym: Mapped[str] = mapped_column(String(32), unique=True)
+
+
+class PurchaseRow(Base):
+    """One purchase, filed under a pseudonym — never next to personal data. ``seq`` orders the analytics feed."""
+
+    __tablename__ = "purchases"
+    __table_args__ = (UniqueConstraint("source", "order_id"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    purchase_id: Mapped[str] = mapped_column(String(36), unique=True)
+    source: Mapped[str] = mapped_column(String(32))
+    order_id: Mapped[str] = mapped_column(String(128))
+    pseudonym: Mapped[str] = mapped_column(String(32), index=True)
+    store_id: Mapped[str] = mapped_column(String(64))
+    purchase_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    items: Mapped[int] = mapped_column(BigInteger)
+    payment_method: Mapped[str] = mapped_column(String(32))
+    coupon: Mapped[str] = mapped_column(String(64))
+    lines: Mapped[str] = mapped_column(Text)
+    return_of_order_id: Mapped[str] = mapped_column(String(128))
+    record_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class TombstoneRow(Base):
+    """A pseudonym the analytics side must forget: the customer was erased or withdrew analytics consent."""
+
+    __tablename__ = "analytics_tombstones"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    pseudonym: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(32))
+    time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
