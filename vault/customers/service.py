@@ -377,9 +377,18 @@ class CustomerService:
         shown, masked = mask_profile(profile, frozenset(names))
         return Customer(customer_id, version + 1, shown, current.create_time, now, masked)
 
-    def resolve(self, kind: IdentifierKind, raw_value: str) -> str:
+    def owners_of(self, profile: Profile) -> set[str]:
+        """The live customers holding any identifier of a canonical profile (for imports: merge, not duplicate)."""
+        with self._database.read() as connection:
+            return set(repo.owners(connection, self._digests(profile)).values())
+
+    def resolve_ref(self, source: str, ref_id: str) -> str:
+        """The live customer with this external ref, for the vault's own workflows (no disclosure)."""
+        return self.resolve(IdentifierKind.EXTERNAL_REF, ref_id, source)
+
+    def resolve(self, kind: IdentifierKind, raw_value: str, ref_source: str = "") -> str:
         """The id of the live customer holding an identifier, for the vault's own workflows (no disclosure)."""
-        canonical = self._find_canonical(kind, raw_value, "")
+        canonical = self._find_canonical(kind, raw_value, ref_source)
         with self._database.read() as connection:
             owner = repo.owner(connection, kind, self._blind_index.digest(kind.value, canonical.encode()))
         if owner is None:

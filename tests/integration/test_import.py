@@ -1,0 +1,143 @@
+"""Channel imports: one person in several rows with differently written phones becomes one customer; bad rows are
+rejected with reasons; re-importing changes nothing; CSV in UTF-8, UTF-8 with BOM, GB18030, and XLSX all read."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from tests.support.people import People, caller, dpo
+from vault.app import Vault
+from vault.customers.models import IdentifierKind
+from vault.imports.reader import read_table
+from vault.imports.service import CUSTOMER_FIELDS, PURCHASE_FIELDS, ImportService
+
+HEADERS = ["姓名", "手机号码", "邮箱", "会员卡号", "生日", "性别", "外部编号"]
+
+
+def rows(people: People) -> list[list[str]]:
+    a, b = people.next(), people.next()
+    m = a.mobile
+    return [
+        [a.name, m, "", "", "1990/5/17", "女", "P-1"],
+        [a.name, f"+86 {m[:3]}-{m[3:7]}-{m[7:]}", a.email, "", "", "", "P-1"],  # the same person, phone rewritten
+        ["", "".join(chr(ord(d) + 0xFEE0) for d in m), "", a.member_id, "", "", "P-2"],  # fullwidth digits
+        ["另一个名字", f"0086 {m}", "", "", "", "", ""],  # the same phone, another name: a conflict, kept as stored
+        ["坏号码", "12345", "", "", "", "", ""],  # invalid mobile
+        ["无联系方式", "", "", "", "", "男", ""],  # no identifier at all
+        [b.name, b.mobile, b.email, b.member_id, "", "男", "P-3"],
+    ]
+
+
+def write(path: Path, table: list[list[str]], encoding: str) -> None:
+    if path.suffix == ".xlsx":
+        import openpyxl
+
+        book = openpyxl.Workbook()
+        sheet = book.active
+        assert sheet is not None
+        for row in [HEADERS, *table]:
+            sheet.append(row)
+        book.save(path)
+        return
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([HEADERS, *table])
+    path.write_bytes(buffer.getvalue().encode(encoding))
+
+
+@pytest.mark.parametrize(
+    ("name", "encoding"), [("a.csv", "utf-8"), ("b.csv", "utf-8-sig"), ("c.csv", "gb18030"), ("d.xlsx", "")]
+)
+def test_one_person_in_many_rows_becomes_one_customer(
+    vault: Vault, people: People, tmp_path: Path, name: str, encoding: str
+) -> None:
+    table = rows(people)
+    path = tmp_path / name
+    write(path, table, encoding)
+    importer = ImportService(vault.customers, vault.purchases)
+    who = caller("pos-import", "service", "cli:import customers")
+
+    first = importer.customers(who, "pos", read_table(path, {}, CUSTOMER_FIELDS).rows)
+    outcomes = [(r.row, r.outcome, r.reason, r.field) for r in first.results]
+    assert outcomes == [
+        (2, "created", "", ""),
+        (3, "merged", "", ""),
+        (4, "merged", "", ""),
+        (5, "unchanged", "", ""),
+        (6, "rejected", "invalid", "mobile"),
+        (7, "rejected", "invalid", "customer"),
+        (8, "created", "", ""),
+    ]
+    person = first.results[0].customer_id
+    assert {r.customer_id for r in first.results[:4]} == {person}
+    assert first.results[1].filled == ("email",) and first.results[2].filled == ("member_id", "external_refs")
+    assert first.results[3].conflicts == ("name",)
+    stored = vault.customers.get(dpo(), person)
+    assert stored.profile.name == table[0][0]  # the conflicting name was reported, not written
+    assert stored.profile.birth_date == "1990-05-17" and stored.profile.member_id == table[2][3]
+    assert [(ref.source, ref.id) for ref in stored.profile.external_refs] == [("pos", "P-1"), ("pos", "P-2")]
+    assert vault.customers.find(caller(), IdentifierKind.EXTERNAL_REF, "P-2", ref_source="pos")[0].customer_id == person
+
+    again = importer.customers(who, "pos", read_table(path, {}, CUSTOMER_FIELDS).rows)
+    assert [r.outcome for r in again.results] == ["unchanged"] * 4 + ["rejected", "rejected", "unchanged"]
+    assert vault.customers.get(dpo(), person).version == stored.version  # nothing changed the second time
+    assert len(vault.customers.page(dpo(), 500, "").customers) == 2
+
+
+def test_purchases_import_names_customers_by_identifier(vault: Vault, people: People, tmp_path: Path) -> None:
+    person = people.next()
+    importer = ImportService(vault.customers, vault.purchases)
+    who = caller("pos-import", "service")
+    customers = tmp_path / "customers.csv"
+    customers.write_text(f"手机号码,会员卡号\n{person.mobile},{person.member_id}\n", encoding="utf-8")
+    importer.customers(who, "pos", read_table(customers, {}, CUSTOMER_FIELDS).rows)
+    orders = tmp_path / "orders.csv"
+    orders.write_text(
+        "会员卡号,订单号,下单时间,金额,sku,数量\n"
+        f"{person.member_id},O-1,2026-03-01 10:30:00,128.50,SKU-9,1\n"
+        f"{person.member_id},O-2,2026/03/02 11:00:00,40.00,SKU-7,4\n"
+        f"M-NOBODY,O-3,2026-03-03 09:00:00,10.00,,\n"
+        f"{person.member_id},O-4,yesterday,10.00,,\n",
+        encoding="gb18030",
+    )
+    summary = importer.purchases(who, "pos", read_table(orders, {}, PURCHASE_FIELDS).rows)
+    assert sorted((r.row, r.outcome, r.reason, r.field) for r in summary.results) == [
+        (2, "recorded", "", ""),
+        (3, "recorded", "", ""),
+        (4, "rejected", "not_found", "customer"),
+        (5, "rejected", "invalid", "purchase_time"),
+    ]
+    again = importer.purchases(who, "pos", read_table(orders, {}, PURCHASE_FIELDS).rows)
+    assert again.counts["duplicates"] == 2
+
+
+def test_the_import_command_reports_without_personal_data(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.scan import find_in_bytes, needles
+
+    piivault = str(Path(sys.executable).parent / "piivault")
+    env = {**os.environ, "PIIVAULT_DATA_DIR": str(tmp_path / "var")}
+    subprocess.run([piivault, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    people = People(seed=19)
+    table = rows(people)
+    path = tmp_path / "members.csv"
+    write(path, table, "gb18030")
+    report = tmp_path / "report.csv"
+    done = subprocess.run(
+        [piivault, "import", "customers", str(path), "--source", "POS", "--report", str(report)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(done.stdout) == {"created": 2, "merged": 2, "rejected": 2, "unchanged": 1, "conflicts": 1}
+    written = report.read_bytes() + done.stdout + done.stderr
+    assert find_in_bytes(written, needles(People(seed=19).many(2))) == []
+    assert b"invalid" in report.read_bytes()

@@ -1,0 +1,1 @@
+"""Channel imports: customers and purchases from CSV and XLSX files, merged instead of duplicated."""

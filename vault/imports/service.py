@@ -1,0 +1,243 @@
+"""Importing channel files: every row canonicalised and validated; a row that matches an existing customer by mobile,
+member id, national id, email or external ref is merged into it (empty fields filled, the new external ref recorded)
+instead of creating a duplicate; a value that differs from the stored one is reported as a conflict, never
+overwritten. Each row gets an outcome and, if rejected, a reason code and the field — never a value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+
+from audit.events import Caller
+from vault.customers.models import PERSONAL_FIELDS, ExternalRef, Gender, IdentifierKind, Profile, is_empty
+from vault.customers.service import CustomerService
+from vault.customers.validation import canonical_profile, require_identifier
+from vault.errors import InvalidArgument, NotFound, PiivaultError
+from vault.purchases.models import Line, PurchaseInput
+from vault.purchases.service import PurchaseService
+
+CUSTOMER_FIELDS = frozenset({*PERSONAL_FIELDS, "external_id"}) - {"attributes", "external_refs"}
+PURCHASE_FIELDS = frozenset(
+    {
+        "customer_id",
+        "mobile",
+        "member_id",
+        "email",
+        "national_id",
+        "external_id",
+        "order_id",
+        "purchase_time",
+        "amount",
+        "currency",
+        "store_id",
+        "payment_method",
+        "coupon",
+        "return_of_order_id",
+        "sku",
+        "quantity",
+    }
+)
+_GENDERS = {
+    "男": Gender.MALE,
+    "m": Gender.MALE,
+    "male": Gender.MALE,
+    "女": Gender.FEMALE,
+    "f": Gender.FEMALE,
+    "female": Gender.FEMALE,
+    "其他": Gender.OTHER,
+    "other": Gender.OTHER,
+}
+_DATE = re.compile(r"(\d{4})[-/.年]?(\d{1,2})[-/.月]?(\d{1,2})日?")
+CHINA = dt.timezone(dt.timedelta(hours=8))  # a channel time without an offset is Beijing time
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    row: int
+    outcome: str  # created, merged, unchanged, rejected
+    customer_id: str = ""
+    reason: str = ""  # for rejected rows: a code such as invalid, ambiguous, not_found
+    field: str = ""  # the field a rejection or the conflicts concern
+    filled: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+
+
+@dataclass
+class ImportSummary:
+    counts: dict[str, int] = field(default_factory=dict)
+    results: list[RowResult] = field(default_factory=list)
+
+    def add(self, result: RowResult) -> None:
+        self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
+        self.results.append(result)
+
+
+def _birth_date(text: str) -> str:
+    match = _DATE.fullmatch(text.strip())
+    if not match:
+        return text  # validation rejects it with its rule
+    year, month, day = match.groups()
+    return f"{year}-{int(month):02d}-{int(day):02d}"
+
+
+def profile_of_row(values: dict[str, str], source: str) -> Profile:
+    gender_text = values.get("gender", "").strip().lower()
+    gender = _GENDERS.get(gender_text, Gender.UNSPECIFIED)
+    if gender_text and gender is Gender.UNSPECIFIED:
+        raise InvalidArgument.single("gender", "must be 男/女/其他 or male/female/other")
+    external_id = values.get("external_id", "")
+    raw = Profile(
+        name=values.get("name", ""),
+        mobile=values.get("mobile", ""),
+        email=values.get("email", ""),
+        national_id=values.get("national_id", ""),
+        birth_date=_birth_date(values.get("birth_date", "")),
+        gender=gender,
+        address=values.get("address", ""),
+        member_id=values.get("member_id", ""),
+        external_refs=(ExternalRef(source, external_id),) if external_id else (),
+    )
+    profile = canonical_profile(raw, prefix="")
+    require_identifier(profile)
+    return profile
+
+
+class ImportService:
+    def __init__(
+        self,
+        customers: CustomerService,
+        purchases: PurchaseService,
+        progress: Callable[[int], None] = lambda _: None,
+    ) -> None:
+        self._customers = customers
+        self._purchases = purchases
+        self._progress = progress
+
+    def customers(self, caller: Caller, source: str, rows: Iterable[tuple[int, dict[str, str]]]) -> ImportSummary:
+        summary = ImportSummary()
+        for number, values in rows:
+            summary.add(self._customer_row(caller, source, number, values))
+            self._progress(1)
+        return summary
+
+    def _customer_row(self, caller: Caller, source: str, number: int, values: dict[str, str]) -> RowResult:
+        try:
+            profile = profile_of_row(values, source)
+        except InvalidArgument as error:
+            return RowResult(number, "rejected", reason="invalid", field=error.violations[0].field)
+        owners = self._customers.owners_of(profile)
+        if len(owners) > 1:
+            # Identifiers of two different customers in one row: a person the import cannot settle alone.
+            return RowResult(number, "rejected", reason="ambiguous", field="identifiers")
+        try:
+            if not owners:
+                created = self._customers.create(caller, "", profile)
+                return RowResult(number, "created", created.customer_id)
+            return self._merge(caller, number, owners.pop(), profile)
+        except PiivaultError as error:
+            violation = error.violations[0].field if isinstance(error, InvalidArgument) else ""
+            return RowResult(number, "rejected", reason=error.outcome, field=violation)
+
+    def _merge(self, caller: Caller, number: int, customer_id: str, incoming: Profile) -> RowResult:
+        current, _ = self._customers.open(customer_id)
+        stored = current.profile
+        filled: list[str] = []
+        conflicts: list[str] = []
+        patch: dict[str, object] = {}
+        for name in PERSONAL_FIELDS:
+            new, old = getattr(incoming, name), getattr(stored, name)
+            if is_empty(new) or new == old:
+                continue
+            if name == "external_refs":
+                added = tuple(ref for ref in new if ref not in old)
+                if added:
+                    patch[name] = (*old, *added)
+                    filled.append(name)
+            elif is_empty(old):
+                patch[name] = new
+                filled.append(name)
+            else:
+                conflicts.append(name)
+        if filled:
+            self._customers.update(caller, replace(stored, **patch), customer_id, filled, current.version)  # type: ignore[arg-type]
+        outcome = "merged" if filled else "unchanged"
+        return RowResult(number, outcome, customer_id, filled=tuple(filled), conflicts=tuple(conflicts))
+
+    def purchases(self, caller: Caller, source: str, rows: Iterable[tuple[int, dict[str, str]]]) -> ImportSummary:
+        summary = ImportSummary()
+        numbers: list[int] = []
+
+        def accepted() -> Iterator[tuple[str, PurchaseInput]]:
+            for number, values in rows:
+                try:
+                    item = (self._purchase_customer(values, source), _purchase_of_row(values, source))
+                except PiivaultError as error:
+                    reason = "not_found" if isinstance(error, NotFound) else error.outcome
+                    where = error.violations[0].field if isinstance(error, InvalidArgument) else "customer"
+                    summary.add(RowResult(number, "rejected", reason=reason, field=where))
+                    self._progress(1)
+                    continue
+                numbers.append(number)
+                yield item
+
+        batch = self._purchases.record_many(caller, accepted())
+        rejected = {index: (f, r) for index, f, r in batch.rejections or []}
+        for index, number in enumerate(numbers):
+            if index in rejected:
+                summary.add(RowResult(number, "rejected", reason="invalid", field=rejected[index][0]))
+            else:
+                summary.add(RowResult(number, "recorded"))
+            self._progress(1)
+        summary.counts["duplicates"] = batch.duplicates
+        return summary
+
+    def _purchase_customer(self, values: dict[str, str], source: str) -> str:
+        if values.get("customer_id"):
+            return values["customer_id"]
+        for kind in (IdentifierKind.MEMBER_ID, IdentifierKind.MOBILE, IdentifierKind.EMAIL, IdentifierKind.NATIONAL_ID):
+            if values.get(kind.value):
+                return self._customers.resolve(kind, values[kind.value])
+        if values.get("external_id"):
+            return self._customers.resolve_ref(source, values["external_id"])
+        raise InvalidArgument.single(
+            "customer", "a column must identify the customer (customer_id, member_id, mobile…)"
+        )
+
+
+def _purchase_of_row(values: dict[str, str], source: str) -> PurchaseInput:
+    try:
+        amount = Decimal(values.get("amount", "").replace(",", "") or "x")
+    except InvalidOperation:
+        raise InvalidArgument.single("amount", "must be a decimal amount such as 128.50") from None
+    text = values.get("purchase_time", "").strip()
+    try:
+        when = dt.datetime.fromisoformat(text.replace("/", "-")) if text else None
+    except ValueError:
+        raise InvalidArgument.single("purchase_time", "must be a date and time such as 2026-03-01 10:30:00") from None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=CHINA)
+    minor = int((amount * 100).to_integral_value())
+    lines: tuple[Line, ...] = ()
+    if values.get("sku"):
+        quantity_text = values.get("quantity") or "1"
+        if not quantity_text.isdigit() or int(quantity_text) == 0:
+            raise InvalidArgument.single("quantity", "must be a positive whole number")
+        quantity = int(quantity_text)
+        if minor % quantity == 0:  # one line per row; a total that does not split evenly is kept without lines
+            lines = (Line(values["sku"], quantity, minor // quantity),)
+    return PurchaseInput(
+        source=source,
+        order_id=values.get("order_id", ""),
+        purchase_time=when,
+        amount_minor=minor,
+        currency=(values.get("currency") or "CNY").upper(),
+        store_id=values.get("store_id", ""),
+        lines=lines,
+        payment_method=values.get("payment_method", ""),
+        coupon=values.get("coupon", ""),
+        return_of_order_id=values.get("return_of_order_id", ""),
+    )
