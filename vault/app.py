@@ -21,6 +21,7 @@ from vault.customers.erasure import CryptoShredder, ErasureLedgerFile
 from vault.customers.service import CustomerService
 from vault.dsar.retention import RetentionJob
 from vault.dsar.service import DsarService
+from vault.imports.service import ImportService
 from vault.keys.data_keys import DataKeys
 from vault.keys.dek_cache import DekCache
 from vault.keys.local import LocalKeyringProvider
@@ -81,6 +82,7 @@ class Vault:
     retention: RetentionJob
     purchases: PurchaseService
     analytics: AnalyticsFeed
+    imports: ImportService
     audit: AuditLog
     audit_verifier: ChainVerifier
     owned: tuple[object, ...] = ()  # what open() created and close() must release; injected parts stay the caller's
@@ -165,6 +167,7 @@ class Vault:
             retention,
             purchases,
             AnalyticsFeed(database, audit, settings.analytics_settle_seconds),
+            ImportService(customers, purchases),
             audit,
             ChainVerifier(database, chain, signer.public_key, service_keys[AUDIT_MAC_KEY].reveal()),
             tuple(owned),

@@ -299,6 +299,21 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
         (),
     ),
     (
+        CUSTOMER + "ImportCustomers",
+        "service",
+        lambda w, md, ok: _customers(w).ImportCustomers(
+            iter(
+                [
+                    pb.ImportCustomersRequest(
+                        source="crm", row=2, customer=pb.Customer(name="导入", mobile="13700002222")
+                    )
+                ]
+            ),
+            metadata=md,
+        ),
+        ("mobile", "name"),
+    ),
+    (
         PURCHASES + "RecordPurchase",
         "service",
         lambda w, md, ok: purchases_pb2_grpc.PurchaseServiceStub(w.channel).RecordPurchase(
@@ -395,6 +410,7 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
     ),
 ]
 NO_INVALID_FORM = {
+    CUSTOMER + "ImportCustomers",  # a bad row is reported in the response, not a failed call
     PURCHASES + "RecordPurchases",  # a bad row is reported in the response, not a failed call
     KEYS + "GetKeyStatus",
     KEYS + "RotateKek",

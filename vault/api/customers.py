@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from functools import partial
+
 import grpc
 
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
 from vault.api.context import current_caller
 from vault.api.convert import customer_to_pb, profile_from_pb
-from vault.customers.models import IdentifierKind
+from vault.customers.models import IdentifierKind, Profile
 from vault.customers.service import CustomerService
 from vault.errors import InvalidArgument
+from vault.imports.service import ImportService, canonical_row
 
 _FIND_KINDS = {
     "mobile": IdentifierKind.MOBILE,
@@ -21,8 +25,9 @@ _FIND_KINDS = {
 
 
 class CustomerServicer(pb_grpc.CustomerServiceServicer):
-    def __init__(self, customers: CustomerService) -> None:
+    def __init__(self, customers: CustomerService, imports: ImportService) -> None:
         self._customers = customers
+        self._imports = imports
 
     def CreateCustomer(
         self, request: pb.CreateCustomerRequest, context: grpc.ServicerContext
@@ -71,3 +76,35 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
         return pb.ListCustomersResponse(
             customers=[customer_to_pb(customer) for customer in page.customers], next_page_token=page.next_page_token
         )
+
+    def ImportCustomers(
+        self, request_iterator: Iterator[pb.ImportCustomersRequest], context: grpc.ServicerContext
+    ) -> pb.ImportCustomersResponse:
+        source = [""]
+
+        def rows() -> Iterator[tuple[int, Callable[[], Profile]]]:
+            for index, request in enumerate(request_iterator):
+                if index == 0:
+                    source[0] = request.source.strip().lower()
+                number = request.row or index + 1
+                yield number, partial(_row_profile, request, source[0])
+
+        summary = self._imports.profiles(current_caller.get(), rows())
+        return pb.ImportCustomersResponse(
+            results=[
+                pb.ImportRowResult(
+                    row=r.row,
+                    outcome=r.outcome,
+                    customer_id=r.customer_id,
+                    reason=r.reason,
+                    field=r.field,
+                    filled=list(r.filled),
+                    conflicts=list(r.conflicts),
+                )
+                for r in summary.results
+            ]
+        )
+
+
+def _row_profile(request: pb.ImportCustomersRequest, source: str) -> Profile:
+    return canonical_row(profile_from_pb(request.customer, prefix="customer"), request.external_id, source)

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
+from functools import partial
 
 from audit.events import Caller
 from vault.customers.models import PERSONAL_FIELDS, ExternalRef, Gender, IdentifierKind, Profile, is_empty
@@ -89,7 +90,6 @@ def profile_of_row(values: dict[str, str], source: str) -> Profile:
     gender = _GENDERS.get(gender_text, Gender.UNSPECIFIED)
     if gender_text and gender is Gender.UNSPECIFIED:
         raise InvalidArgument.single("gender", "must be 男/女/其他 or male/female/other")
-    external_id = values.get("external_id", "")
     raw = Profile(
         name=values.get("name", ""),
         mobile=values.get("mobile", ""),
@@ -99,9 +99,14 @@ def profile_of_row(values: dict[str, str], source: str) -> Profile:
         gender=gender,
         address=values.get("address", ""),
         member_id=values.get("member_id", ""),
-        external_refs=(ExternalRef(source, external_id),) if external_id else (),
     )
-    profile = canonical_profile(raw, prefix="")
+    return canonical_row(raw, values.get("external_id", ""), source)
+
+
+def canonical_row(raw: Profile, external_id: str, source: str) -> Profile:
+    """A row's profile in canonical form, with its external id filed under the source; ``InvalidArgument`` if not."""
+    refs = (ExternalRef(source, external_id),) if external_id else ()
+    profile = canonical_profile(replace(raw, attributes={}, external_refs=refs), prefix="")
     require_identifier(profile)
     return profile
 
@@ -118,15 +123,20 @@ class ImportService:
         self._progress = progress
 
     def customers(self, caller: Caller, source: str, rows: Iterable[tuple[int, dict[str, str]]]) -> ImportSummary:
+        """Rows of a file: text values by field name."""
+        return self.profiles(caller, ((n, partial(profile_of_row, values, source)) for n, values in rows))
+
+    def profiles(self, caller: Caller, rows: Iterable[tuple[int, Callable[[], Profile]]]) -> ImportSummary:
+        """Rows as (row number, a function that returns the canonical profile or raises ``InvalidArgument``)."""
         summary = ImportSummary()
-        for number, values in rows:
-            summary.add(self._customer_row(caller, source, number, values))
+        for number, make in rows:
+            summary.add(self._customer_row(caller, number, make))
             self._progress(1)
         return summary
 
-    def _customer_row(self, caller: Caller, source: str, number: int, values: dict[str, str]) -> RowResult:
+    def _customer_row(self, caller: Caller, number: int, make: Callable[[], Profile]) -> RowResult:
         try:
-            profile = profile_of_row(values, source)
+            profile = make()
         except InvalidArgument as error:
             return RowResult(number, "rejected", reason="invalid", field=error.violations[0].field)
         owners = self._customers.owners_of(profile)

@@ -26,7 +26,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpiivault/v1/customers.proto\x12\x0bpiivault.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\x0b\x45xternalRef\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xe7\x03\n\x08\x43ustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06mobile\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\x13\n\x0bnational_id\x18\x06 \x01(\t\x12\x12\n\nbirth_date\x18\x07 \x01(\t\x12#\n\x06gender\x18\x08 \x01(\x0e\x32\x13.piivault.v1.Gender\x12\x0f\n\x07\x61\x64\x64ress\x18\t \x01(\t\x12\x11\n\tmember_id\x18\n \x01(\t\x12\x39\n\nattributes\x18\x0b \x03(\x0b\x32%.piivault.v1.Customer.AttributesEntry\x12/\n\rexternal_refs\x18\x0c \x03(\x0b\x32\x18.piivault.v1.ExternalRef\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmasked_fields\x18\x0f \x03(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\x15\x43reateCustomerRequest\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x15.piivault.v1.Customer\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"A\n\x16\x43reateCustomerResponse\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x15.piivault.v1.Customer\":\n\x12GetCustomerRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\">\n\x13GetCustomerResponse\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x15.piivault.v1.Customer\"\x8b\x01\n\x15UpdateCustomerRequest\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x15.piivault.v1.Customer\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"A\n\x16UpdateCustomerResponse\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x15.piivault.v1.Customer\"\xb6\x01\n\x14\x46indCustomersRequest\x12\x10\n\x06mobile\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x15\n\x0bnational_id\x18\x03 \x01(\tH\x00\x12\x13\n\tmember_id\x18\x04 \x01(\tH\x00\x12\x30\n\x0c\x65xternal_ref\x18\x05 \x01(\x0b\x32\x18.piivault.v1.ExternalRefH\x00\x12\x0f\n\x07purpose\x18\x06 \x01(\tB\x0c\n\nidentifier\"A\n\x15\x46indCustomersResponse\x12(\n\tcustomers\x18\x01 \x03(\x0b\x32\x15.piivault.v1.Customer\"N\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"Z\n\x15ListCustomersResponse\x12(\n\tcustomers\x18\x01 \x03(\x0b\x32\x15.piivault.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*V\n\x06Gender\x12\x16\n\x12GENDER_UNSPECIFIED\x10\x00\x12\x11\n\rGENDER_FEMALE\x10\x01\x12\x0f\n\x0bGENDER_MALE\x10\x02\x12\x10\n\x0cGENDER_OTHER\x10\x03\x32\xc9\x03\n\x0f\x43ustomerService\x12Y\n\x0e\x43reateCustomer\x12\".piivault.v1.CreateCustomerRequest\x1a#.piivault.v1.CreateCustomerResponse\x12P\n\x0bGetCustomer\x12\x1f.piivault.v1.GetCustomerRequest\x1a .piivault.v1.GetCustomerResponse\x12Y\n\x0eUpdateCustomer\x12\".piivault.v1.UpdateCustomerRequest\x1a#.piivault.v1.UpdateCustomerResponse\x12V\n\rFindCustomers\x12!.piivault.v1.FindCustomersRequest\x1a\".piivault.v1.FindCustomersResponse\x12V\n\rListCustomers\x12!.piivault.v1.ListCustomersRequest\x1a\".piivault.v1.ListCustomersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpiivault/v1/customers.proto\x12\x0bpiivault.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x16ImportCustomersRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0b\n\x03row\x18\x02 \x01(\x03\x12\'\n\x08\x63ustomer\x18\x03 \x01(\x0b\x32\x15.piivault.v1.Customer\x12\x13\n\x0b\x65xternal_id\x18\x04 \x01(\t\"\x86\x01\n\x0fImportRowResult\x12\x0b\n\x03row\x18\x01 \x01(\x03\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x66ield\x18\x05 \x01(\t\x12\x0e\n\x06\x66illed\x18\x06 \x03(\t\x12\x11\n\tconflicts\x18\x07 \x03(\t\"H\n\x17ImportCustomersResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.piivault.v1.ImportRowResult\")\n\x0b\x45xternalRef\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xe7\x03\n\x08\x43ustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06mobile\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\x13\n\x0bnational_id\x18\x06 \x01(\t\x12\x12\n\nbirth_date\x18\x07 \x01(\t\x12#\n\x06gender\x18\x08 \x01(\x0e\x32\x13.piivault.v1.Gender\x12\x0f\n\x07\x61\x64\x64ress\x18\t \x01(\t\x12\x11\n\tmember_id\x18\n \x01(\t\x12\x39\n\nattributes\x18\x0b \x03(\x0b\x32%.piivault.v1.Customer.AttributesEntry\x12/\n\rexternal_refs\x18\x0c \x03(\x0b\x32\x18.piivault.v1.ExternalRef\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmasked_fields\x18\x0f \x03(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\x15\x43reateCustomerRequest\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x15.piivault.v1.Customer\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"A\n\x16\x43reateCustomerResponse\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x15.piivault.v1.Customer\":\n\x12GetCustomerRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\">\n\x13GetCustomerResponse\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x15.piivault.v1.Customer\"\x8b\x01\n\x15UpdateCustomerRequest\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x15.piivault.v1.Customer\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\"A\n\x16UpdateCustomerResponse\x12\'\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x15.piivault.v1.Customer\"\xb6\x01\n\x14\x46indCustomersRequest\x12\x10\n\x06mobile\x18\x01 \x01(\tH\x00\x12\x0f\n\x05\x65mail\x18\x02 \x01(\tH\x00\x12\x15\n\x0bnational_id\x18\x03 \x01(\tH\x00\x12\x13\n\tmember_id\x18\x04 \x01(\tH\x00\x12\x30\n\x0c\x65xternal_ref\x18\x05 \x01(\x0b\x32\x18.piivault.v1.ExternalRefH\x00\x12\x0f\n\x07purpose\x18\x06 \x01(\tB\x0c\n\nidentifier\"A\n\x15\x46indCustomersResponse\x12(\n\tcustomers\x18\x01 \x03(\x0b\x32\x15.piivault.v1.Customer\"N\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"Z\n\x15ListCustomersResponse\x12(\n\tcustomers\x18\x01 \x03(\x0b\x32\x15.piivault.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*V\n\x06Gender\x12\x16\n\x12GENDER_UNSPECIFIED\x10\x00\x12\x11\n\rGENDER_FEMALE\x10\x01\x12\x0f\n\x0bGENDER_MALE\x10\x02\x12\x10\n\x0cGENDER_OTHER\x10\x03\x32\xa9\x04\n\x0f\x43ustomerService\x12Y\n\x0e\x43reateCustomer\x12\".piivault.v1.CreateCustomerRequest\x1a#.piivault.v1.CreateCustomerResponse\x12P\n\x0bGetCustomer\x12\x1f.piivault.v1.GetCustomerRequest\x1a .piivault.v1.GetCustomerResponse\x12Y\n\x0eUpdateCustomer\x12\".piivault.v1.UpdateCustomerRequest\x1a#.piivault.v1.UpdateCustomerResponse\x12V\n\rFindCustomers\x12!.piivault.v1.FindCustomersRequest\x1a\".piivault.v1.FindCustomersResponse\x12V\n\rListCustomers\x12!.piivault.v1.ListCustomersRequest\x1a\".piivault.v1.ListCustomersResponse\x12^\n\x0fImportCustomers\x12#.piivault.v1.ImportCustomersRequest\x1a$.piivault.v1.ImportCustomersResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,34 +35,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CUSTOMER_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_CUSTOMER_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_GENDER']._serialized_start=1554
-  _globals['_GENDER']._serialized_end=1640
-  _globals['_EXTERNALREF']._serialized_start=111
-  _globals['_EXTERNALREF']._serialized_end=152
-  _globals['_CUSTOMER']._serialized_start=155
-  _globals['_CUSTOMER']._serialized_end=642
-  _globals['_CUSTOMER_ATTRIBUTESENTRY']._serialized_start=593
-  _globals['_CUSTOMER_ATTRIBUTESENTRY']._serialized_end=642
-  _globals['_CREATECUSTOMERREQUEST']._serialized_start=644
-  _globals['_CREATECUSTOMERREQUEST']._serialized_end=728
-  _globals['_CREATECUSTOMERRESPONSE']._serialized_start=730
-  _globals['_CREATECUSTOMERRESPONSE']._serialized_end=795
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=797
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=855
-  _globals['_GETCUSTOMERRESPONSE']._serialized_start=857
-  _globals['_GETCUSTOMERRESPONSE']._serialized_end=919
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=922
-  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=1061
-  _globals['_UPDATECUSTOMERRESPONSE']._serialized_start=1063
-  _globals['_UPDATECUSTOMERRESPONSE']._serialized_end=1128
-  _globals['_FINDCUSTOMERSREQUEST']._serialized_start=1131
-  _globals['_FINDCUSTOMERSREQUEST']._serialized_end=1313
-  _globals['_FINDCUSTOMERSRESPONSE']._serialized_start=1315
-  _globals['_FINDCUSTOMERSRESPONSE']._serialized_end=1380
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=1382
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=1460
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=1462
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1552
-  _globals['_CUSTOMERSERVICE']._serialized_start=1643
-  _globals['_CUSTOMERSERVICE']._serialized_end=2100
+  _globals['_GENDER']._serialized_start=1882
+  _globals['_GENDER']._serialized_end=1968
+  _globals['_IMPORTCUSTOMERSREQUEST']._serialized_start=111
+  _globals['_IMPORTCUSTOMERSREQUEST']._serialized_end=226
+  _globals['_IMPORTROWRESULT']._serialized_start=229
+  _globals['_IMPORTROWRESULT']._serialized_end=363
+  _globals['_IMPORTCUSTOMERSRESPONSE']._serialized_start=365
+  _globals['_IMPORTCUSTOMERSRESPONSE']._serialized_end=437
+  _globals['_EXTERNALREF']._serialized_start=439
+  _globals['_EXTERNALREF']._serialized_end=480
+  _globals['_CUSTOMER']._serialized_start=483
+  _globals['_CUSTOMER']._serialized_end=970
+  _globals['_CUSTOMER_ATTRIBUTESENTRY']._serialized_start=921
+  _globals['_CUSTOMER_ATTRIBUTESENTRY']._serialized_end=970
+  _globals['_CREATECUSTOMERREQUEST']._serialized_start=972
+  _globals['_CREATECUSTOMERREQUEST']._serialized_end=1056
+  _globals['_CREATECUSTOMERRESPONSE']._serialized_start=1058
+  _globals['_CREATECUSTOMERRESPONSE']._serialized_end=1123
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=1125
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=1183
+  _globals['_GETCUSTOMERRESPONSE']._serialized_start=1185
+  _globals['_GETCUSTOMERRESPONSE']._serialized_end=1247
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=1250
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=1389
+  _globals['_UPDATECUSTOMERRESPONSE']._serialized_start=1391
+  _globals['_UPDATECUSTOMERRESPONSE']._serialized_end=1456
+  _globals['_FINDCUSTOMERSREQUEST']._serialized_start=1459
+  _globals['_FINDCUSTOMERSREQUEST']._serialized_end=1641
+  _globals['_FINDCUSTOMERSRESPONSE']._serialized_start=1643
+  _globals['_FINDCUSTOMERSRESPONSE']._serialized_end=1708
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=1710
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=1788
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=1790
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1880
+  _globals['_CUSTOMERSERVICE']._serialized_start=1971
+  _globals['_CUSTOMERSERVICE']._serialized_end=2524
 # @@protoc_insertion_point(module_scope)

@@ -42,6 +42,118 @@ GENDER_OTHER: Gender.ValueType  # 3
 Global___Gender: _TypeAlias = Gender  # noqa: Y015
 
 @_typing.final
+class ImportCustomersRequest(_message.Message):
+    """One row of an import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ROW_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The channel the rows come from (lower-case letters, digits, `_`, `-`); external ids are filed under it. Read from
+    the first message only.
+    """
+    row: _builtins.int
+    """The row number in the channel's file, echoed in the result."""
+    external_id: _builtins.str
+    """The customer's id in the source channel, recorded as an external ref."""
+    @_builtins.property
+    def customer(self) -> Global___Customer:
+        """The row's values; only personal fields are read."""
+
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        row: _builtins.int = ...,
+        customer: Global___Customer | None = ...,
+        external_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "external_id", b"external_id", "row", b"row", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportCustomersRequest: _TypeAlias = ImportCustomersRequest  # noqa: Y015
+
+@_typing.final
+class ImportRowResult(_message.Message):
+    """What happened to one row."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROW_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    FILLED_FIELD_NUMBER: _builtins.int
+    CONFLICTS_FIELD_NUMBER: _builtins.int
+    row: _builtins.int
+    """The row number sent."""
+    outcome: _builtins.str
+    """`created`, `merged`, `unchanged` or `rejected`."""
+    customer_id: _builtins.str
+    """The customer the row created or was merged into."""
+    reason: _builtins.str
+    """For a rejected row: `invalid` (see `field`), `ambiguous` (identifiers of several customers), ..."""
+    field: _builtins.str
+    """The field a rejection concerns."""
+    @_builtins.property
+    def filled(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields the row filled in."""
+
+    @_builtins.property
+    def conflicts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields whose value differed from the stored one (kept as stored)."""
+
+    def __init__(
+        self,
+        *,
+        row: _builtins.int = ...,
+        outcome: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        field: _builtins.str = ...,
+        filled: _abc.Iterable[_builtins.str] | None = ...,
+        conflicts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "customer_id", b"customer_id", "field", b"field", "filled", b"filled", "outcome", b"outcome", "reason", b"reason", "row", b"row"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportRowResult: _TypeAlias = ImportRowResult  # noqa: Y015
+
+@_typing.final
+class ImportCustomersResponse(_message.Message):
+    """Response for ImportCustomers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportRowResult]:
+        """One result per row, in order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ImportRowResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportCustomersResponse: _TypeAlias = ImportCustomersResponse  # noqa: Y015
+
+@_typing.final
 class ExternalRef(_message.Message):
     """A customer's id in another system, e.g. `source: "pos"`, `id: "M-000123"`."""
 

@@ -72,6 +72,11 @@ class CustomerServiceStub:
                 request_serializer=piivault_dot_v1_dot_customers__pb2.ListCustomersRequest.SerializeToString,
                 response_deserializer=piivault_dot_v1_dot_customers__pb2.ListCustomersResponse.FromString,
                 _registered_method=True)
+        self.ImportCustomers = channel.stream_unary(
+                '/piivault.v1.CustomerService/ImportCustomers',
+                request_serializer=piivault_dot_v1_dot_customers__pb2.ImportCustomersRequest.SerializeToString,
+                response_deserializer=piivault_dot_v1_dot_customers__pb2.ImportCustomersResponse.FromString,
+                _registered_method=True)
 
 
 class CustomerServiceServicer:
@@ -125,6 +130,15 @@ class CustomerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportCustomers(self, request_iterator, context):
+        """Imports a channel's customers (client streaming): each row is canonicalised and validated; a row matching a
+        stored customer by mobile, member id, national id, email or external ref is merged into it (empty fields filled,
+        the external ref recorded) instead of duplicated; conflicting values are reported, never overwritten.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustomerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +166,11 @@ def add_CustomerServiceServicer_to_server(servicer, server):
                     servicer.ListCustomers,
                     request_deserializer=piivault_dot_v1_dot_customers__pb2.ListCustomersRequest.FromString,
                     response_serializer=piivault_dot_v1_dot_customers__pb2.ListCustomersResponse.SerializeToString,
+            ),
+            'ImportCustomers': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportCustomers,
+                    request_deserializer=piivault_dot_v1_dot_customers__pb2.ImportCustomersRequest.FromString,
+                    response_serializer=piivault_dot_v1_dot_customers__pb2.ImportCustomersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,6 +321,33 @@ class CustomerService:
             '/piivault.v1.CustomerService/ListCustomers',
             piivault_dot_v1_dot_customers__pb2.ListCustomersRequest.SerializeToString,
             piivault_dot_v1_dot_customers__pb2.ListCustomersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportCustomers(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/piivault.v1.CustomerService/ImportCustomers',
+            piivault_dot_v1_dot_customers__pb2.ImportCustomersRequest.SerializeToString,
+            piivault_dot_v1_dot_customers__pb2.ImportCustomersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,11 @@ class CustomerServiceStub:
     """Finds the customer holding one identifier, written in any accepted form (AIP-136 custom method)."""
     ListCustomers: _grpc.UnaryUnaryMultiCallable[_customers_pb2.ListCustomersRequest, _customers_pb2.ListCustomersResponse]
     """Lists customers in a stable order, paginated (AIP-132, AIP-158)."""
+    ImportCustomers: _grpc.StreamUnaryMultiCallable[_customers_pb2.ImportCustomersRequest, _customers_pb2.ImportCustomersResponse]
+    """Imports a channel's customers (client streaming): each row is canonicalised and validated; a row matching a
+    stored customer by mobile, member id, national id, email or external ref is merged into it (empty fields filled,
+    the external ref recorded) instead of duplicated; conflicting values are reported, never overwritten.
+    """
 
 @_typing.type_check_only
 class CustomerServiceAsyncStub(CustomerServiceStub):
@@ -85,6 +90,11 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     """Finds the customer holding one identifier, written in any accepted form (AIP-136 custom method)."""
     ListCustomers: _aio.UnaryUnaryMultiCallable[_customers_pb2.ListCustomersRequest, _customers_pb2.ListCustomersResponse]  # type: ignore[assignment]
     """Lists customers in a stable order, paginated (AIP-132, AIP-158)."""
+    ImportCustomers: _aio.StreamUnaryMultiCallable[_customers_pb2.ImportCustomersRequest, _customers_pb2.ImportCustomersResponse]  # type: ignore[assignment]
+    """Imports a channel's customers (client streaming): each row is canonicalised and validated; a row matching a
+    stored customer by mobile, member id, national id, email or external ref is merged into it (empty fields filled,
+    the external ref recorded) instead of duplicated; conflicting values are reported, never overwritten.
+    """
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     """CustomerService stores retail customers. Every personal field is encrypted at rest with a per-customer data key;
@@ -141,5 +151,16 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_customers_pb2.ListCustomersResponse, _abc.Awaitable[_customers_pb2.ListCustomersResponse]]:
         """Lists customers in a stable order, paginated (AIP-132, AIP-158)."""
+
+    @_abc_1.abstractmethod
+    def ImportCustomers(
+        self,
+        request_iterator: _MaybeAsyncIterator[_customers_pb2.ImportCustomersRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_customers_pb2.ImportCustomersResponse, _abc.Awaitable[_customers_pb2.ImportCustomersResponse]]:
+        """Imports a channel's customers (client streaming): each row is canonicalised and validated; a row matching a
+        stored customer by mobile, member id, national id, email or external ref is merged into it (empty fields filled,
+        the external ref recorded) instead of duplicated; conflicting values are reported, never overwritten.
+        """
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
