@@ -34,3 +34,16 @@ def test_dsar_bench_runs() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "manifest verified" in done.stdout and "erasure with signed receipt" in done.stdout
+
+
+def test_import_bench_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.imports", "--customers", "30", "--purchases", "60"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "customer rows" in done.stdout and "purchase rows" in done.stdout

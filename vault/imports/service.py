@@ -52,6 +52,7 @@ _GENDERS = {
     "其他": Gender.OTHER,
     "other": Gender.OTHER,
 }
+_CUSTOMER_KEYS = ("customer_id", "member_id", "mobile", "email", "national_id", "external_id")
 _DATE = re.compile(r"(\d{4})[-/.年]?(\d{1,2})[-/.月]?(\d{1,2})日?")
 CHINA = dt.timezone(dt.timedelta(hours=8))  # a channel time without an offset is Beijing time
 
@@ -180,11 +181,15 @@ class ImportService:
     def purchases(self, caller: Caller, source: str, rows: Iterable[tuple[int, dict[str, str]]]) -> ImportSummary:
         summary = ImportSummary()
         numbers: list[int] = []
+        resolved: dict[tuple[str, ...], str] = {}  # a channel file names the same customers again and again
 
         def accepted() -> Iterator[tuple[str, PurchaseInput]]:
             for number, values in rows:
                 try:
-                    item = (self._purchase_customer(values, source), _purchase_of_row(values, source))
+                    key = tuple(values.get(name, "") for name in _CUSTOMER_KEYS)
+                    if key not in resolved:
+                        resolved[key] = self._purchase_customer(values, source)
+                    item = (resolved[key], _purchase_of_row(values, source))
                 except PiivaultError as error:
                     reason = "not_found" if isinstance(error, NotFound) else error.outcome
                     where = error.violations[0].field if isinstance(error, InvalidArgument) else "customer"
