@@ -18,6 +18,7 @@ from vault.auth.tokens import TokenService
 from vault.config import ConfigError, Settings
 from vault.crypto import ChainMac, Mac, Signer
 from vault.customers.erasure import CryptoShredder, ErasureLedgerFile
+from vault.customers.identity import IdentityService
 from vault.customers.service import CustomerService
 from vault.dsar.retention import RetentionJob
 from vault.dsar.service import DsarService
@@ -83,6 +84,7 @@ class Vault:
     purchases: PurchaseService
     analytics: AnalyticsFeed
     imports: ImportService
+    identity: IdentityService
     audit: AuditLog
     audit_verifier: ChainVerifier
     owned: tuple[object, ...] = ()  # what open() created and close() must release; injected parts stay the caller's
@@ -168,6 +170,7 @@ class Vault:
             purchases,
             AnalyticsFeed(database, audit, settings.analytics_settle_seconds),
             ImportService(customers, purchases),
+            IdentityService(customers, writer, shredder),
             audit,
             ChainVerifier(database, chain, signer.public_key, service_keys[AUDIT_MAC_KEY].reveal()),
             tuple(owned),

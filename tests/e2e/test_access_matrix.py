@@ -120,6 +120,8 @@ RPC_ROLES: dict[str, frozenset[str]] = {
     CUSTOMER + "FindCustomers": _READERS,
     CUSTOMER + "ListCustomers": _LISTERS,
     CUSTOMER + "ImportCustomers": _WRITERS,
+    CUSTOMER + "MergeCustomers": _WRITERS,
+    CUSTOMER + "SplitCustomer": _WRITERS,
     CONSENTS + "GrantConsent": _CONSENT_RECORDERS,
     CONSENTS + "WithdrawConsent": _CONSENT_RECORDERS,
     CONSENTS + "ListConsents": _READERS,
@@ -183,6 +185,9 @@ OK = grpc.StatusCode.OK
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 FAILED = grpc.StatusCode.FAILED_PRECONDITION
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+# Identity operations the matrix runs on customers that do not exist (so no cell changes another's world).
+ABSENT_TARGETS = frozenset({CUSTOMER + "MergeCustomers", CUSTOMER + "SplitCustomer"})
 ROLE_NOT_ALLOWED = "ROLE_NOT_ALLOWED"
 PURPOSE_NOT_ALLOWED = "PURPOSE_NOT_ALLOWED"
 CONSENT_REQUIRED = "CONSENT_REQUIRED"
@@ -229,6 +234,8 @@ def expected_outcome(rpc: str, role: str, purpose: str, consents: Iterable[tuple
     """What one cell must give. ``purpose`` and ``consents`` only matter to reads."""
     if role not in RPC_ROLES[rpc]:
         return Expected(DENIED, ROLE_NOT_ALLOWED)
+    if rpc in ABSENT_TARGETS:
+        return Expected(NOT_FOUND)
     if rpc not in READS:
         return Expected(OK)
     return read_access(role, purpose, consents, listing=rpc == CUSTOMER + "ListCustomers")
@@ -645,6 +652,18 @@ def invoke(world: World, cell: Cell) -> Reply:
         return Reply(
             call.code(), [response], call.details() or "", "", call.initial_metadata(), call.trailing_metadata()
         )
+    if method in ("MergeCustomers", "SplitCustomer"):
+        # Identity operations on customers that do not exist: an allowed role reaches the service and gets NOT_FOUND
+        # (nothing of anyone is touched); every other role is refused before that.
+        nobody = "00000000-0000-4000-8000-000000000000"
+        if method == "MergeCustomers":
+            request = pb.MergeCustomersRequest(
+                survivor_id=nobody, duplicate_id=nobody.replace("0000-4000", "0001-4000")
+            )
+            return unary(world.customers.MergeCustomers, request, metadata)
+        return unary(
+            world.customers.SplitCustomer, pb.SplitCustomerRequest(customer_id=nobody, fields=["email"]), metadata
+        )
     if method == "GetCustomer":
         request = pb.GetCustomerRequest(customer_id=subject.customer_id, purpose=purpose)
         return unary(world.customers.GetCustomer, request, metadata)
@@ -970,7 +989,7 @@ def run_matrix(vault: Vault, channel: grpc.Channel) -> tuple[World, list[Outcome
 
 
 def test_the_matrix_covers_every_rpc_role_and_state() -> None:
-    assert len(RPC_ROLES) == 17
+    assert len(RPC_ROLES) == 19
     assert len(CELLS) == len(RPC_ROLES) * len(ROLES) * len(STATES)
     assert len({cell.name for cell in CELLS}) == len(CELLS)
     for state in STATES:

@@ -90,6 +90,22 @@ def _customers(world: World) -> pb_grpc.CustomerServiceStub:
     return pb_grpc.CustomerServiceStub(world.channel)
 
 
+def _duplicate(world: World) -> str:
+    """A second record of the world's customer: another phone, and an address the first record lacks."""
+    from vault.customers.models import Profile
+
+    created = world.vault.customers.create(dpo(), "", Profile(mobile="13700009999", address="上海市静安区某路1号"))
+    from sqlalchemy import update
+
+    from vault.storage.models import CustomerRow
+
+    with world.vault.database.write() as connection:  # make the address the one field the survivor lacks
+        connection.execute(
+            update(CustomerRow).where(CustomerRow.customer_id == world.customer_id).values(address_ct=None)
+        )
+    return created.customer_id
+
+
 def _dsar(world: World) -> dsar_pb2_grpc.DsarServiceStub:
     return dsar_pb2_grpc.DsarServiceStub(world.channel)
 
@@ -136,7 +152,7 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
             ),
             metadata=md,
         ),
-        ("address",),
+        (),  # the last event is the duplicate's erasure; the merge event before it names the fields gained
     ),
     (
         CUSTOMER + "FindCustomers",
@@ -312,6 +328,24 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
             metadata=md,
         ),
         ("mobile", "name"),
+    ),
+    (
+        CUSTOMER + "MergeCustomers",
+        "service",
+        lambda w, md, ok: _customers(w).MergeCustomers(
+            pb.MergeCustomersRequest(survivor_id=w.customer_id, duplicate_id=_duplicate(w) if ok else w.customer_id),
+            metadata=md,
+        ),
+        (),  # the last event is the duplicate's erasure; the merge event before it names the fields gained
+    ),
+    (
+        CUSTOMER + "SplitCustomer",
+        "service",
+        lambda w, md, ok: _customers(w).SplitCustomer(
+            pb.SplitCustomerRequest(customer_id=w.customer_id, fields=["email"] if ok else ["shoe_size"]),
+            metadata=md,
+        ),
+        ("email",),
     ),
     (
         PURCHASES + "RecordPurchase",

@@ -11,6 +11,7 @@ from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
 from vault.api.context import current_caller
 from vault.api.convert import customer_to_pb, profile_from_pb
+from vault.customers.identity import IdentityService
 from vault.customers.models import IdentifierKind, Profile
 from vault.customers.service import CustomerService
 from vault.errors import InvalidArgument
@@ -25,9 +26,24 @@ _FIND_KINDS = {
 
 
 class CustomerServicer(pb_grpc.CustomerServiceServicer):
-    def __init__(self, customers: CustomerService, imports: ImportService) -> None:
+    def __init__(self, customers: CustomerService, imports: ImportService, identity: IdentityService) -> None:
         self._customers = customers
         self._imports = imports
+        self._identity = identity
+
+    def MergeCustomers(
+        self, request: pb.MergeCustomersRequest, context: grpc.ServicerContext
+    ) -> pb.MergeCustomersResponse:
+        merged = self._identity.merge(current_caller.get(), request.survivor_id, request.duplicate_id)
+        return pb.MergeCustomersResponse(
+            survivor_id=merged.survivor_id, filled=list(merged.filled), conflicts=list(merged.conflicts)
+        )
+
+    def SplitCustomer(
+        self, request: pb.SplitCustomerRequest, context: grpc.ServicerContext
+    ) -> pb.SplitCustomerResponse:
+        created = self._identity.split(current_caller.get(), request.customer_id, list(request.fields))
+        return pb.SplitCustomerResponse(new_customer_id=created.customer_id, fields=list(dict.fromkeys(request.fields)))
 
     def CreateCustomer(
         self, request: pb.CreateCustomerRequest, context: grpc.ServicerContext

@@ -84,7 +84,9 @@ def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = 
         ],
         maximum_concurrent_rpcs=settings.workers * 64,
     )
-    customers_pb2_grpc.add_CustomerServiceServicer_to_server(CustomerServicer(vault.customers, vault.imports), server)
+    customers_pb2_grpc.add_CustomerServiceServicer_to_server(
+        CustomerServicer(vault.customers, vault.imports, vault.identity), server
+    )
     consent_pb2_grpc.add_ConsentServiceServicer_to_server(ConsentServicer(vault.consents), server)
     dsar_pb2_grpc.add_DsarServiceServicer_to_server(DsarServicer(vault.dsar), server)
     purchases_pb2_grpc.add_PurchaseServiceServicer_to_server(PurchaseServicer(vault.purchases), server)

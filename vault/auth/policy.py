@@ -40,6 +40,8 @@ ALLOWED_ROLES: dict[str, frozenset[str]] = {
     "/piivault.v1.CustomerService/FindCustomers": _CUSTOMER_READERS,
     "/piivault.v1.CustomerService/ListCustomers": _CUSTOMER_LISTERS,
     "/piivault.v1.CustomerService/ImportCustomers": _CUSTOMER_WRITERS,
+    "/piivault.v1.CustomerService/MergeCustomers": _CUSTOMER_WRITERS,
+    "/piivault.v1.CustomerService/SplitCustomer": _CUSTOMER_WRITERS,
     "/piivault.v1.ConsentService/GrantConsent": _CONSENT_RECORDERS,
     "/piivault.v1.ConsentService/WithdrawConsent": _CONSENT_RECORDERS,
     "/piivault.v1.ConsentService/ListConsents": _CONSENT_READERS,

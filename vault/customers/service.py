@@ -395,6 +395,33 @@ class CustomerService:
             raise NotFound()
         return owner
 
+    # -- for the vault's identity workflows (merge, split) ---------------------------------------------------------
+
+    def load(self, customer_id: str) -> tuple[Row[Any], Customer, SecretKey]:
+        """The stored row, the decrypted customer and its data key (no disclosure, no audit)."""
+        _check_customer_id(customer_id, "customer_id")
+        with self._database.read() as connection:
+            row = repo.get_row(connection, customer_id)
+        if row is None:
+            raise NotFound()
+        dek = self._keys.unwrap(customer_id, WrappedKey(row.wrapped_dek, row.kek_version))
+        return row, self._decrypt(row, dek), dek
+
+    def sealed(
+        self, dek: SecretKey, customer_id: str, profile: Profile, names: Sequence[str]
+    ) -> dict[str, bytes | None]:
+        """Ciphertext column values of ``names`` (None for empty fields)."""
+        return self._encrypt(dek, customer_id, profile, names)
+
+    def digests(self, profile: Profile) -> list[tuple[IdentifierKind, bytes]]:
+        return self._digests(profile)
+
+    def new_key(self) -> tuple[SecretKey, WrappedKey]:
+        return self._keys.new_key()
+
+    def forget_key(self, customer_id: str) -> None:
+        self._keys.forget(customer_id)
+
     # -- crypto ---------------------------------------------------------------------------------------------------
 
     def _digests(self, profile: Profile) -> list[tuple[IdentifierKind, bytes]]:

@@ -72,6 +72,15 @@ def retire(connection: Connection, customer_id: str, reason: str, now: dt.dateti
     return retired
 
 
+def refile(connection: Connection, from_customer: str, to_customer: str, now: dt.datetime) -> None:
+    """At a merge: the duplicate's pseudonyms (and so its purchases) now belong to the survivor; its active pseudonym
+    is retired with a tombstone (reason ``merged``) so the analytics side does not count one person twice."""
+    retire(connection, from_customer, "merged", now)
+    connection.execute(
+        update(_pseudonyms).where(_pseudonyms.c.customer_id == from_customer).values(customer_id=to_customer)
+    )
+
+
 def forget_purchases(connection: Connection, customer_id: str, *, delete_rows: bool) -> None:
     """At erasure: delete the customer's purchases, or keep them anonymous (no pseudonym, so never linkable)."""
     filed_under = select(_pseudonyms.c.pseudonym).where(_pseudonyms.c.customer_id == customer_id)

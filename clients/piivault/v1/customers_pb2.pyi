@@ -42,6 +42,122 @@ GENDER_OTHER: Gender.ValueType  # 3
 Global___Gender: _TypeAlias = Gender  # noqa: Y015
 
 @_typing.final
+class MergeCustomersRequest(_message.Message):
+    """Request for MergeCustomers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SURVIVOR_ID_FIELD_NUMBER: _builtins.int
+    DUPLICATE_ID_FIELD_NUMBER: _builtins.int
+    survivor_id: _builtins.str
+    """The record that stays."""
+    duplicate_id: _builtins.str
+    """The record merged into it and then erased."""
+    def __init__(
+        self,
+        *,
+        survivor_id: _builtins.str = ...,
+        duplicate_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate_id", b"duplicate_id", "survivor_id", b"survivor_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MergeCustomersRequest: _TypeAlias = MergeCustomersRequest  # noqa: Y015
+
+@_typing.final
+class MergeCustomersResponse(_message.Message):
+    """Response for MergeCustomers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SURVIVOR_ID_FIELD_NUMBER: _builtins.int
+    FILLED_FIELD_NUMBER: _builtins.int
+    CONFLICTS_FIELD_NUMBER: _builtins.int
+    survivor_id: _builtins.str
+    """The survivor."""
+    @_builtins.property
+    def filled(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields the survivor gained."""
+
+    @_builtins.property
+    def conflicts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields whose values differed (the survivor's were kept)."""
+
+    def __init__(
+        self,
+        *,
+        survivor_id: _builtins.str = ...,
+        filled: _abc.Iterable[_builtins.str] | None = ...,
+        conflicts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "filled", b"filled", "survivor_id", b"survivor_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MergeCustomersResponse: _TypeAlias = MergeCustomersResponse  # noqa: Y015
+
+@_typing.final
+class SplitCustomerRequest(_message.Message):
+    """Request for SplitCustomer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The record to split."""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields (with their values) that belong to the other person; both records must keep an identifier."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "fields", b"fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitCustomerRequest: _TypeAlias = SplitCustomerRequest  # noqa: Y015
+
+@_typing.final
+class SplitCustomerResponse(_message.Message):
+    """Response for SplitCustomer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEW_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    new_customer_id: _builtins.str
+    """The id of the new customer."""
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fields it holds."""
+
+    def __init__(
+        self,
+        *,
+        new_customer_id: _builtins.str = ...,
+        fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "new_customer_id", b"new_customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitCustomerResponse: _TypeAlias = SplitCustomerResponse  # noqa: Y015
+
+@_typing.final
 class ImportCustomersRequest(_message.Message):
     """One row of an import."""
 

@@ -77,6 +77,16 @@ class CustomerServiceStub:
                 request_serializer=piivault_dot_v1_dot_customers__pb2.ImportCustomersRequest.SerializeToString,
                 response_deserializer=piivault_dot_v1_dot_customers__pb2.ImportCustomersResponse.FromString,
                 _registered_method=True)
+        self.MergeCustomers = channel.unary_unary(
+                '/piivault.v1.CustomerService/MergeCustomers',
+                request_serializer=piivault_dot_v1_dot_customers__pb2.MergeCustomersRequest.SerializeToString,
+                response_deserializer=piivault_dot_v1_dot_customers__pb2.MergeCustomersResponse.FromString,
+                _registered_method=True)
+        self.SplitCustomer = channel.unary_unary(
+                '/piivault.v1.CustomerService/SplitCustomer',
+                request_serializer=piivault_dot_v1_dot_customers__pb2.SplitCustomerRequest.SerializeToString,
+                response_deserializer=piivault_dot_v1_dot_customers__pb2.SplitCustomerResponse.FromString,
+                _registered_method=True)
 
 
 class CustomerServiceServicer:
@@ -139,6 +149,22 @@ class CustomerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MergeCustomers(self, request, context):
+        """Merges two records of one person: the survivor keeps its values and gains the duplicate's missing fields,
+        identifiers, external refs and purchases; differing values are reported and the survivor's kept; the duplicate is
+        then erased (crypto-shredded). Run again after a failure to finish it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SplitCustomer(self, request, context):
+        """Splits one record of two people: the named fields move, with their values, to a new customer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustomerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +197,16 @@ def add_CustomerServiceServicer_to_server(servicer, server):
                     servicer.ImportCustomers,
                     request_deserializer=piivault_dot_v1_dot_customers__pb2.ImportCustomersRequest.FromString,
                     response_serializer=piivault_dot_v1_dot_customers__pb2.ImportCustomersResponse.SerializeToString,
+            ),
+            'MergeCustomers': grpc.unary_unary_rpc_method_handler(
+                    servicer.MergeCustomers,
+                    request_deserializer=piivault_dot_v1_dot_customers__pb2.MergeCustomersRequest.FromString,
+                    response_serializer=piivault_dot_v1_dot_customers__pb2.MergeCustomersResponse.SerializeToString,
+            ),
+            'SplitCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.SplitCustomer,
+                    request_deserializer=piivault_dot_v1_dot_customers__pb2.SplitCustomerRequest.FromString,
+                    response_serializer=piivault_dot_v1_dot_customers__pb2.SplitCustomerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +384,60 @@ class CustomerService:
             '/piivault.v1.CustomerService/ImportCustomers',
             piivault_dot_v1_dot_customers__pb2.ImportCustomersRequest.SerializeToString,
             piivault_dot_v1_dot_customers__pb2.ImportCustomersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MergeCustomers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/piivault.v1.CustomerService/MergeCustomers',
+            piivault_dot_v1_dot_customers__pb2.MergeCustomersRequest.SerializeToString,
+            piivault_dot_v1_dot_customers__pb2.MergeCustomersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SplitCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/piivault.v1.CustomerService/SplitCustomer',
+            piivault_dot_v1_dot_customers__pb2.SplitCustomerRequest.SerializeToString,
+            piivault_dot_v1_dot_customers__pb2.SplitCustomerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,13 @@ class CustomerServiceStub:
     stored customer by mobile, member id, national id, email or external ref is merged into it (empty fields filled,
     the external ref recorded) instead of duplicated; conflicting values are reported, never overwritten.
     """
+    MergeCustomers: _grpc.UnaryUnaryMultiCallable[_customers_pb2.MergeCustomersRequest, _customers_pb2.MergeCustomersResponse]
+    """Merges two records of one person: the survivor keeps its values and gains the duplicate's missing fields,
+    identifiers, external refs and purchases; differing values are reported and the survivor's kept; the duplicate is
+    then erased (crypto-shredded). Run again after a failure to finish it.
+    """
+    SplitCustomer: _grpc.UnaryUnaryMultiCallable[_customers_pb2.SplitCustomerRequest, _customers_pb2.SplitCustomerResponse]
+    """Splits one record of two people: the named fields move, with their values, to a new customer."""
 
 @_typing.type_check_only
 class CustomerServiceAsyncStub(CustomerServiceStub):
@@ -95,6 +102,13 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     stored customer by mobile, member id, national id, email or external ref is merged into it (empty fields filled,
     the external ref recorded) instead of duplicated; conflicting values are reported, never overwritten.
     """
+    MergeCustomers: _aio.UnaryUnaryMultiCallable[_customers_pb2.MergeCustomersRequest, _customers_pb2.MergeCustomersResponse]  # type: ignore[assignment]
+    """Merges two records of one person: the survivor keeps its values and gains the duplicate's missing fields,
+    identifiers, external refs and purchases; differing values are reported and the survivor's kept; the duplicate is
+    then erased (crypto-shredded). Run again after a failure to finish it.
+    """
+    SplitCustomer: _aio.UnaryUnaryMultiCallable[_customers_pb2.SplitCustomerRequest, _customers_pb2.SplitCustomerResponse]  # type: ignore[assignment]
+    """Splits one record of two people: the named fields move, with their values, to a new customer."""
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     """CustomerService stores retail customers. Every personal field is encrypted at rest with a per-customer data key;
@@ -162,5 +176,24 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         stored customer by mobile, member id, national id, email or external ref is merged into it (empty fields filled,
         the external ref recorded) instead of duplicated; conflicting values are reported, never overwritten.
         """
+
+    @_abc_1.abstractmethod
+    def MergeCustomers(
+        self,
+        request: _customers_pb2.MergeCustomersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customers_pb2.MergeCustomersResponse, _abc.Awaitable[_customers_pb2.MergeCustomersResponse]]:
+        """Merges two records of one person: the survivor keeps its values and gains the duplicate's missing fields,
+        identifiers, external refs and purchases; differing values are reported and the survivor's kept; the duplicate is
+        then erased (crypto-shredded). Run again after a failure to finish it.
+        """
+
+    @_abc_1.abstractmethod
+    def SplitCustomer(
+        self,
+        request: _customers_pb2.SplitCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customers_pb2.SplitCustomerResponse, _abc.Awaitable[_customers_pb2.SplitCustomerResponse]]:
+        """Splits one record of two people: the named fields move, with their values, to a new customer."""
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
