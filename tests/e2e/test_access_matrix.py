@@ -657,10 +657,8 @@ def invoke(world: World, cell: Cell) -> Reply:
         # (nothing of anyone is touched); every other role is refused before that.
         nobody = "00000000-0000-4000-8000-000000000000"
         if method == "MergeCustomers":
-            request = pb.MergeCustomersRequest(
-                survivor_id=nobody, duplicate_id=nobody.replace("0000-4000", "0001-4000")
-            )
-            return unary(world.customers.MergeCustomers, request, metadata)
+            merge = pb.MergeCustomersRequest(survivor_id=nobody, duplicate_id=nobody.replace("0000-4000", "0001-4000"))
+            return unary(world.customers.MergeCustomers, merge, metadata)
         return unary(
             world.customers.SplitCustomer, pb.SplitCustomerRequest(customer_id=nobody, fields=["email"]), metadata
         )
