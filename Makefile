@@ -39,7 +39,7 @@ check-protos: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.run
 	$(PY) -m bench.audit_verify --events 1000000
-	$(PY) -m bench.dsar --reads 10000 --consents 200
+	$(PY) -m bench.dsar --purchases 10000 --reads 10000 --consents 200
 	$(PY) -m bench.imports --customers 5000 --purchases 50000
 
 # Long runs that do not belong in `make test`: online KEK rotation over 100,000 customers with a concurrent reader,

@@ -11,6 +11,7 @@ exists; until then the history that makes an export big is the access log.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from vault.app import Vault
 from vault.config import Settings
 from vault.dsar.export import verify_package
 from vault.dsar.models import DsarType
+from vault.purchases.models import PurchaseInput
 from vault.storage.db import Database
 from vault.storage.migrate import upgrade
 
@@ -29,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reads", type=int, default=10_000)
     parser.add_argument("--consents", type=int, default=200)
+    parser.add_argument("--purchases", type=int, default=10_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="piivault-dsar-") as scratch:
         settings = Settings(data_dir=Path(scratch), key_settle_seconds=0)
@@ -47,6 +50,12 @@ def main() -> None:
                     vault.consents.grant(caller(), customer.customer_id, request)
                 else:
                     vault.consents.withdraw(caller(), customer.customer_id, request, all_scopes=True)
+            when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+            orders = [
+                (customer.customer_id, PurchaseInput("pos", f"o-{n}", when, 100 + n % 900, "CNY", store_id="SH-1"))
+                for n in range(args.purchases)
+            ]
+            vault.purchases.record_many(caller(), orders)
             who = dpo()
             access = vault.dsar.open(who, None, customer.customer_id, DsarType.ACCESS)
             vault.dsar.verify(who, access.request_id)
@@ -63,7 +72,8 @@ def main() -> None:
             vault.close()
             database.dispose()
     print(
-        f"DSAR: export of a customer with {args.reads:,} access-log entries and {args.consents} consent records: "
+        f"DSAR: export of a customer with {args.purchases:,} purchases, {args.reads:,} access-log entries and "
+        f"{args.consents} consent records: "
         f"{export_seconds:.3f} s ({len(package):,} bytes, {len(files)} files, manifest verified); "
         f"erasure with signed receipt: {erase_seconds * 1000:.1f} ms"
     )

@@ -25,7 +25,7 @@ def test_bench_runs_and_prints_every_operation() -> None:
 
 def test_dsar_bench_runs() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.dsar", "--reads", "20", "--consents", "4"],
+        [sys.executable, "-m", "bench.dsar", "--purchases", "30", "--reads", "20", "--consents", "4"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections.abc import Callable
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from piivault.v1 import analytics_pb2 as apb
+from piivault.v1 import analytics_pb2_grpc as apb_grpc
 from piivault.v1 import audit_pb2, audit_pb2_grpc
+from piivault.v1 import consent_pb2 as cpb
+from piivault.v1 import consent_pb2_grpc as cpb_grpc
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
 from piivault.v1 import dsar_pb2 as dpb
 from piivault.v1 import dsar_pb2_grpc as dpb_grpc
+from piivault.v1 import purchases_pb2 as ppb
+from piivault.v1 import purchases_pb2_grpc as ppb_grpc
 from tests.support.people import People, customer_message, dpo
 from tests.support.scan import find_in_bytes, needles
 from vault.app import Vault
@@ -36,6 +45,30 @@ def test_a_dpo_exports_and_erases(vault: Vault, channel: grpc.Channel, people: P
     person = people.next()
     created = customers.CreateCustomer(pb.CreateCustomerRequest(customer=customer_message(person)), metadata=pos)
     customer_id = created.customer.customer_id
+    # A purchase history and analytics consent, so the export and the erasure have purchases and a pseudonym.
+    cpb_grpc.ConsentServiceStub(channel).GrantConsent(
+        cpb.GrantConsentRequest(
+            customer_id=customer_id,
+            purpose="analytics",
+            scope=cpb.CONSENT_SCOPE_STANDARD,
+            notice_version="a1",
+            notice_sha256="ab" * 32,
+            channel=cpb.CONSENT_CHANNEL_WEB,
+        ),
+        metadata=pos,
+    )
+    when = Timestamp()
+    when.FromSeconds(1_767_225_600)
+    for n in range(3):
+        purchase = ppb.Purchase(source="pos", order_id=f"D-{n}", purchase_time=when, amount_minor=1200, currency="CNY")
+        ppb_grpc.PurchaseServiceStub(channel).RecordPurchase(
+            ppb.RecordPurchaseRequest(customer_id=customer_id, purchase=purchase), metadata=pos
+        )
+    analyst = bearer(vault, "bi-1", "analyst")
+    feed = apb_grpc.AnalyticsServiceStub(channel)
+    before = list(feed.ExportPurchases(apb.ExportPurchasesRequest(), metadata=analyst))
+    (pseudonym,) = {p.pseudonym for page in before for p in page.purchases}
+    cursor = before[-1].next_cursor
 
     with pytest.raises(grpc.RpcError) as denied:  # only the DPO runs data-subject requests
         dsar.OpenRequest(dpb.OpenRequestRequest(mobile=person.mobile, type=dpb.DSAR_TYPE_ACCESS), metadata=pos)
@@ -54,6 +87,10 @@ def test_a_dpo_exports_and_erases(vault: Vault, channel: grpc.Channel, people: P
         part.chunk for part in dsar.ExportData(dpb.ExportDataRequest(request_id=access.request_id), metadata=officer)
     )
     manifest = verify_package(package, vault.dsar.public_key)
+    archive = zipfile.ZipFile(io.BytesIO(package))
+    assert [p["order_id"] for p in json.loads(archive.read("purchases.json"))] == ["D-0", "D-1", "D-2"]
+    assert [c["purpose"] for c in json.loads(archive.read("consents.json"))] == ["analytics"]
+    assert any(a["action"] == "RecordPurchase" for a in json.loads(archive.read("access_log.json")))
     assert {f["name"] for f in manifest["files"]} >= {
         "profile.json",
         "consents.json",
@@ -93,6 +130,11 @@ def test_a_dpo_exports_and_erases(vault: Vault, channel: grpc.Channel, people: P
         access.request_id: dpb.DSAR_STATUS_COMPLETED,
         erasure.request_id: dpb.DSAR_STATUS_COMPLETED,
     }
+    # The analytics side: the next incremental export carries a tombstone, and no export has a row for the pseudonym.
+    after = list(feed.ExportPurchases(apb.ExportPurchasesRequest(cursor=cursor), metadata=analyst))
+    assert [(t.pseudonym, t.reason) for page in after for t in page.tombstones] == [(pseudonym, "erased")]
+    everything = list(feed.ExportPurchases(apb.ExportPurchasesRequest(), metadata=analyst))
+    assert pseudonym not in {p.pseudonym for page in everything for p in page.purchases}
     verdict = audit_pb2_grpc.AuditServiceStub(channel).VerifyChain(audit_pb2.VerifyChainRequest(), metadata=auditor)
     assert verdict.intact
 

@@ -34,7 +34,15 @@ from vault.storage.group_commit import GroupCommitter
 
 TABLE = "dsar_requests"
 MAX_TEXT = 2000
-_ERASED = ("profile ciphertexts", "data key", "blind indexes", "idempotency records", "current consent state")
+_ERASED = (
+    "profile ciphertexts",
+    "data key",
+    "blind indexes",
+    "idempotency records",
+    "current consent state",
+    "pseudonym mapping (analytics tombstone written)",
+    "purchases (deleted, or kept with no pseudonym, per PIIVAULT_ERASURE_PURCHASES)",
+)
 
 
 class RequestNotFound(NotFound):
