@@ -15,6 +15,7 @@ from tests.support.people import People, caller
 from tests.support.server import ServerProcess
 from vault.app import Vault
 from vault.config import Settings
+from vault.dsar.models import DsarType
 
 
 def test_restored_backup_is_re_erased_before_the_server_reports_serving(tmp_path: Path) -> None:
@@ -35,7 +36,10 @@ def test_restored_backup_is_re_erased_before_the_server_reports_serving(tmp_path
 
     settings = Settings(data_dir=server.data_dir / "var")
     vault = Vault.open(settings)
-    assert vault.shredder.shred(caller("dpo-1", "dpo"), ids[0])
+    officer = caller("dpo-1", "dpo", "cli:dsar erase", purpose="dsar")
+    request = vault.dsar.open(officer, None, ids[0], DsarType.ERASURE)  # the DPO's erasure, as `piivault dsar` runs it
+    vault.dsar.verify(officer, request.request_id)
+    vault.dsar.erase(officer, request.request_id)
     vault.close()
 
     shutil.copy(tmp_path / "backup.db", database_file)
