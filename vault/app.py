@@ -168,7 +168,7 @@ class Vault:
             dsar,
             retention,
             purchases,
-            AnalyticsFeed(database, audit, settings.analytics_settle_seconds),
+            AnalyticsFeed(database, audit, request_mac, settings.analytics_settle_seconds),
             ImportService(customers, purchases),
             IdentityService(customers, writer, shredder),
             audit,

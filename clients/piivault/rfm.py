@@ -50,7 +50,7 @@ def rfm(purchases: Path, tombstones: Path | None = None, as_of: dt.date | None =
             ), per AS (
                 SELECT pseudonym,
                        date_diff('day', max(CAST(purchase_time AS DATE)), CAST(? AS DATE)) AS recency_days,
-                       count(DISTINCT order_id) FILTER (WHERE NOT is_return) AS frequency,
+                       count(DISTINCT order_ref) FILTER (WHERE NOT is_return) AS frequency,
                        sum(amount) AS monetary
                 FROM kept GROUP BY pseudonym
             ), scored AS (

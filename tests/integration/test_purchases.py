@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -13,10 +14,13 @@ from sqlalchemy import func, select
 from consent.models import Channel, ConsentRequest, ConsentScope
 from tests.support.people import People, caller, dpo, profile_of
 from vault.app import Vault
+from vault.config import Settings
 from vault.dsar.models import DsarType
 from vault.errors import IdempotencyConflict, InvalidArgument, NotFound, ProcessingRestricted
+from vault.keys.provider import KeyProvider
 from vault.purchases.analytics import FeedPage
 from vault.purchases.models import Line, PurchaseInput
+from vault.storage.db import Database
 from vault.storage.models import PseudonymRow, PurchaseRow
 
 POS = caller("pos-shanghai-01", "service", "/piivault.v1.PurchaseService/RecordPurchase")
@@ -166,3 +170,29 @@ def test_the_dsar_export_carries_every_purchase(vault: Vault, people: People) ->
         ("D-2", "25.90", "SKU-1"),
     ]
     assert "pseudonym" not in json.dumps(purchases)  # the customer gets their purchases, not the vault's internals
+
+
+def test_anonymise_keeps_purchases_but_nothing_that_links_them(
+    settings: Settings, database: Database, key_provider: KeyProvider, people: People
+) -> None:
+    vault = Vault.open(
+        dataclasses.replace(settings, erasure_purchases="anonymise"), database=database, provider=key_provider
+    )
+    try:
+        customer = vault.customers.create(caller(), "", profile_of(people.next())).customer_id
+        vault.purchases.record(POS, customer, order("N-1", coupon="VIP-77"))
+        vault.shredder.shred(dpo(), customer)
+        with vault.database.read() as connection:
+            kept = connection.execute(select(PurchaseRow.pseudonym, PurchaseRow.order_id, PurchaseRow.coupon)).one()
+        assert kept.pseudonym == "" and kept.order_id.startswith("anon:") and kept.coupon == ""
+        assert "N-1" not in kept.order_id
+    finally:
+        vault.close()
+
+
+def test_the_feed_carries_a_keyed_order_reference_not_the_order_id(vault: Vault, people: People) -> None:
+    customer = vault.customers.create(caller(), "", profile_of(people.next())).customer_id
+    vault.consents.grant(caller(), customer, ANALYTICS)
+    vault.purchases.record(POS, customer, order("POS-2026-000123"))
+    (row,) = export(vault).purchases
+    assert len(row.order_ref) == 32 and "000123" not in row.order_ref

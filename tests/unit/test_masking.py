@@ -24,7 +24,7 @@ from vault.customers.validation import canonical_profile
         (mask_mobile, "+8613800138000", "138****8000"),
         (mask_name, "张三", "张*"),
         (mask_name, "欧阳娜娜", "欧***"),
-        (mask_national_id, "11010519491231123X", "1101**********123X"),
+        (mask_national_id, "11010519491231123X", "11***************X"),
         (mask_email, "zhangsan@example.com", "z***@example.com"),
         (mask_birth_date, "1990-05-17", "1990-**-**"),
         (mask_address, "北京市朝阳区建国路88号", "北京市朝阳区****"),
@@ -66,3 +66,21 @@ def test_a_masked_phone_or_id_cannot_be_written_back_as_valid() -> None:
     for name in ("mobile", "national_id"):
         with pytest.raises(InvalidArgument):
             canonical_profile(masked, only=frozenset({name}))
+
+
+def test_a_masked_national_id_next_to_a_clear_birth_date_does_not_give_the_id_back() -> None:
+    """Enumerate every id consistent with the masked form, the clear birth date and a valid check digit."""
+    from stdnum.cn import ric
+
+    profile = profile_of(People(seed=6).next())
+    masked, _ = mask_profile(profile, frozenset({"birth_date"}))
+    shown, born = masked.national_id, profile.birth_date.replace("-", "")
+    candidates = 0
+    for region in range(10_000):  # the 4 hidden region digits after the 2 shown
+        for sequence in range(1000):
+            body = f"{shown[:2]}{region:04d}{born}{sequence:03d}"
+            if ric.calc_check_digit(body) == shown[-1]:
+                candidates += 1
+                if candidates > 1000:
+                    return  # far from unique
+    raise AssertionError(f"only {candidates} ids fit the masked form")

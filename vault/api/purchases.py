@@ -71,7 +71,7 @@ class AnalyticsServicer(apb_grpc.AnalyticsServiceServicer):
                     apb.AnalyticsPurchase(
                         pseudonym=p.pseudonym,
                         source=p.source,
-                        order_id=p.order_id,
+                        order_ref=p.order_ref,
                         store_id=p.store_id,
                         purchase_time=timestamp(p.purchase_time),
                         amount_minor=p.amount_minor,

@@ -145,7 +145,7 @@ class CustomerService:
             self._writer.submit(rows, (event,))  # the customer and its audit event commit together
         except SqlIntegrityError:
             # The happy path runs no pre-checks: unique keys decide, and only a loser pays for finding out why.
-            return self._explain_conflict(caller, request_key, fingerprint, digests)
+            return self._explain_conflict(caller, request_key, fingerprint, digests, profile)
         except OperationalError:
             raise Unavailable() from None
         self._keys.cache.put(customer_id, wrapped.blob, dek)
@@ -157,6 +157,7 @@ class CustomerService:
         request_key: bytes | None,
         fingerprint: bytes,
         digests: Sequence[tuple[IdentifierKind, bytes]],
+        sent: Profile,
     ) -> Customer:
         with self._database.read() as connection:
             existing = None if request_key is None else repo.get_idempotency(connection, request_key)
@@ -165,15 +166,20 @@ class CustomerService:
         if existing is not None:
             if bytes(existing.request_digest) != fingerprint:
                 raise IdempotencyConflict()
-            return self._replay(caller, existing.customer_id)
+            return self._replay(caller, existing.customer_id, sent)
         raise Unavailable()  # a unique key clashed but nothing explains it: a random-id collision; the caller retries
 
-    def _replay(self, caller: Caller, customer_id: str) -> Customer:
-        """The customer a retried create made. The body matched, so the caller sees nothing it did not send; the retry
-        is audited like the first attempt, before the data is returned."""
-        customer, _ = self.open(customer_id)
-        self._audit.record(AuditDraft.of(caller, "ok", (customer_id,), _fields_of(customer.profile)))
-        return customer
+    def _replay(self, caller: Caller, customer_id: str, sent: Profile) -> Customer:
+        """The answer to a retried create: what the request sent (its body matched the first attempt's), never the
+        customer as stored now — others may have added fields since. Audited like the first attempt."""
+        with self._database.read() as connection:
+            row = repo.get_row(connection, customer_id)
+        if row is None:
+            raise NotFound()  # created, then erased
+        if row.restricted:
+            raise ProcessingRestricted((customer_id,))
+        self._audit.record(AuditDraft.of(caller, "ok", (customer_id,), _fields_of(sent)))
+        return Customer(customer_id, row.version, sent, row.create_time, row.update_time)
 
     def _request_key(self, principal: str, request_id: str) -> bytes | None:
         if not request_id:

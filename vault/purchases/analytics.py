@@ -18,6 +18,7 @@ from typing import Any
 
 from audit.events import AuditDraft, Caller
 from audit.log import AuditLog
+from vault.crypto import Mac
 from vault.errors import InvalidArgument
 from vault.purchases import repository as repo
 from vault.storage.db import Database
@@ -30,7 +31,7 @@ MAX_PAGE = 10_000
 class FeedPurchase:
     pseudonym: str
     source: str
-    order_id: str
+    order_ref: str
     store_id: str
     purchase_time: dt.datetime
     amount_minor: int
@@ -59,11 +60,13 @@ class AnalyticsFeed:
         self,
         database: Database,
         audit: AuditLog,
+        order_key: Mac,
         settle_seconds: float = 2.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._database = database
         self._audit = audit
+        self._order_key = order_key
         self._settle = dt.timedelta(seconds=settle_seconds)
         self._clock = clock
 
@@ -85,7 +88,7 @@ class AnalyticsFeed:
             if purchase_rows:
                 purchase_seq = purchase_rows[-1].seq
             page = FeedPage(
-                [_purchase(row) for row in purchase_rows if row.exportable],
+                [self._purchase(row) for row in purchase_rows if row.exportable],
                 [FeedTombstone(row.pseudonym, row.reason, row.time) for row in tombstone_rows],
                 _encode(purchase_seq, tombstone_seq),
             )
@@ -93,22 +96,22 @@ class AnalyticsFeed:
             if len(purchase_rows) < size and len(tombstone_rows) < size:
                 return
 
-
-def _purchase(row: Any) -> FeedPurchase:
-    is_return = bool(row.return_of_order_id)
-    sign = -1 if is_return else 1
-    return FeedPurchase(
-        pseudonym=row.pseudonym,
-        source=row.source,
-        order_id=row.order_id,
-        store_id=row.store_id,
-        purchase_time=row.purchase_time,
-        amount_minor=sign * row.amount_minor,
-        currency=row.currency,
-        items=sign * row.items,
-        payment_method=row.payment_method,
-        is_return=is_return,
-    )
+    def _purchase(self, row: Any) -> FeedPurchase:
+        is_return = bool(row.return_of_order_id)
+        sign = -1 if is_return else 1
+        order_ref = self._order_key.digest("analytics-order", f"{row.source}\x00{row.order_id}".encode())[:16].hex()
+        return FeedPurchase(
+            pseudonym=row.pseudonym,
+            source=row.source,
+            order_ref=order_ref,
+            store_id=row.store_id,
+            purchase_time=row.purchase_time,
+            amount_minor=sign * row.amount_minor,
+            currency=row.currency,
+            items=sign * row.items,
+            payment_method=row.payment_method,
+            is_return=is_return,
+        )
 
 
 def _encode(purchase_seq: int, tombstone_seq: int) -> str:

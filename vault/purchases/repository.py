@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, delete, exists, false, insert, select, true, update
+from sqlalchemy import Connection, Row, and_, bindparam, delete, exists, false, insert, literal, select, true, update
 
 from vault.storage.models import (
     ActivePseudonymRow,
@@ -87,7 +87,9 @@ def forget_purchases(connection: Connection, customer_id: str, *, delete_rows: b
     if delete_rows:
         connection.execute(delete(purchases).where(purchases.c.pseudonym.in_(filed_under)))
     else:
-        connection.execute(update(purchases).where(purchases.c.pseudonym.in_(filed_under)).values(pseudonym=""))
+        # Anonymous for real: no pseudonym, and no order id or coupon the channel could link back to the customer.
+        anonymous = {"pseudonym": "", "order_id": literal("anon:") + purchases.c.purchase_id, "coupon": ""}
+        connection.execute(update(purchases).where(purchases.c.pseudonym.in_(filed_under)).values(**anonymous))
 
 
 def by_order(connection: Connection, source: str, order_id: str) -> Any:

@@ -21,7 +21,7 @@ app = typer.Typer(
 PURCHASE_COLUMNS = (
     "pseudonym",
     "source",
-    "order_id",
+    "order_ref",
     "store_id",
     "purchase_time",
     "amount",
@@ -71,7 +71,7 @@ def analytics_export(
                             (
                                 p.pseudonym,
                                 p.source,
-                                p.order_id,
+                                p.order_ref,
                                 p.store_id,
                                 p.purchase_time.isoformat(),
                                 f"{p.amount_minor / 100:.2f}",

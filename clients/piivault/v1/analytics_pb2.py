@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpiivault/v1/analytics.proto\x12\x0bpiivault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x16\x45xportPurchasesRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"\xef\x01\n\x11\x41nalyticsPurchase\x12\x11\n\tpseudonym\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x10\n\x08store_id\x18\x04 \x01(\t\x12\x31\n\rpurchase_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61mount_minor\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\r\n\x05items\x18\x08 \x01(\x03\x12\x16\n\x0epayment_method\x18\t \x01(\t\x12\x11\n\tis_return\x18\n \x01(\x08\"X\n\tTombstone\x12\x11\n\tpseudonym\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x01\n\x17\x45xportPurchasesResponse\x12\x31\n\tpurchases\x18\x01 \x03(\x0b\x32\x1e.piivault.v1.AnalyticsPurchase\x12*\n\ntombstones\x18\x02 \x03(\x0b\x32\x16.piivault.v1.Tombstone\x12\x13\n\x0bnext_cursor\x18\x03 \x01(\t2r\n\x10\x41nalyticsService\x12^\n\x0f\x45xportPurchases\x12#.piivault.v1.ExportPurchasesRequest\x1a$.piivault.v1.ExportPurchasesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpiivault/v1/analytics.proto\x12\x0bpiivault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x16\x45xportPurchasesRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"\xf0\x01\n\x11\x41nalyticsPurchase\x12\x11\n\tpseudonym\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x11\n\torder_ref\x18\x03 \x01(\t\x12\x10\n\x08store_id\x18\x04 \x01(\t\x12\x31\n\rpurchase_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61mount_minor\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\r\n\x05items\x18\x08 \x01(\x03\x12\x16\n\x0epayment_method\x18\t \x01(\t\x12\x11\n\tis_return\x18\n \x01(\x08\"X\n\tTombstone\x12\x11\n\tpseudonym\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x01\n\x17\x45xportPurchasesResponse\x12\x31\n\tpurchases\x18\x01 \x03(\x0b\x32\x1e.piivault.v1.AnalyticsPurchase\x12*\n\ntombstones\x18\x02 \x03(\x0b\x32\x16.piivault.v1.Tombstone\x12\x13\n\x0bnext_cursor\x18\x03 \x01(\t2r\n\x10\x41nalyticsService\x12^\n\x0f\x45xportPurchases\x12#.piivault.v1.ExportPurchasesRequest\x1a$.piivault.v1.ExportPurchasesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPORTPURCHASESREQUEST']._serialized_start=77
   _globals['_EXPORTPURCHASESREQUEST']._serialized_end=136
   _globals['_ANALYTICSPURCHASE']._serialized_start=139
-  _globals['_ANALYTICSPURCHASE']._serialized_end=378
-  _globals['_TOMBSTONE']._serialized_start=380
-  _globals['_TOMBSTONE']._serialized_end=468
-  _globals['_EXPORTPURCHASESRESPONSE']._serialized_start=471
-  _globals['_EXPORTPURCHASESRESPONSE']._serialized_end=612
-  _globals['_ANALYTICSSERVICE']._serialized_start=614
-  _globals['_ANALYTICSSERVICE']._serialized_end=728
+  _globals['_ANALYTICSPURCHASE']._serialized_end=379
+  _globals['_TOMBSTONE']._serialized_start=381
+  _globals['_TOMBSTONE']._serialized_end=469
+  _globals['_EXPORTPURCHASESRESPONSE']._serialized_start=472
+  _globals['_EXPORTPURCHASESRESPONSE']._serialized_end=613
+  _globals['_ANALYTICSSERVICE']._serialized_start=615
+  _globals['_ANALYTICSSERVICE']._serialized_end=729
 # @@protoc_insertion_point(module_scope)

@@ -53,7 +53,7 @@ class AnalyticsPurchase(_message.Message):
 
     PSEUDONYM_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
-    ORDER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_REF_FIELD_NUMBER: _builtins.int
     STORE_ID_FIELD_NUMBER: _builtins.int
     PURCHASE_TIME_FIELD_NUMBER: _builtins.int
     AMOUNT_MINOR_FIELD_NUMBER: _builtins.int
@@ -65,8 +65,10 @@ class AnalyticsPurchase(_message.Message):
     """Random 128-bit pseudonym (32 hex digits); the mapping to the customer exists only inside the vault."""
     source: _builtins.str
     """Channel."""
-    order_id: _builtins.str
-    """Order id within the channel."""
+    order_ref: _builtins.str
+    """A keyed digest of (source, order id), 32 hex digits: distinct per order, but not the channel's order id, which
+    the channel's own systems could link back to the customer.
+    """
     store_id: _builtins.str
     """Store id."""
     amount_minor: _builtins.int
@@ -88,7 +90,7 @@ class AnalyticsPurchase(_message.Message):
         *,
         pseudonym: _builtins.str = ...,
         source: _builtins.str = ...,
-        order_id: _builtins.str = ...,
+        order_ref: _builtins.str = ...,
         store_id: _builtins.str = ...,
         purchase_time: _timestamp_pb2.Timestamp | None = ...,
         amount_minor: _builtins.int = ...,
@@ -99,7 +101,7 @@ class AnalyticsPurchase(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["purchase_time", b"purchase_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "currency", b"currency", "is_return", b"is_return", "items", b"items", "order_id", b"order_id", "payment_method", b"payment_method", "pseudonym", b"pseudonym", "purchase_time", b"purchase_time", "source", b"source", "store_id", b"store_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_minor", b"amount_minor", "currency", b"currency", "is_return", b"is_return", "items", b"items", "order_ref", b"order_ref", "payment_method", b"payment_method", "pseudonym", b"pseudonym", "purchase_time", b"purchase_time", "source", b"source", "store_id", b"store_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
