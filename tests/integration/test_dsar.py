@@ -214,3 +214,24 @@ def _with_clock(vault: Vault, ahead: dt.timedelta) -> DsarService:
         Signer(SecretKey.generate()),
         clock=lambda: dt.datetime.now(dt.UTC) + ahead,
     )
+
+
+def test_a_refusal_inside_the_erasing_transaction_cancels_the_ledger_entry(vault: Vault, people: People) -> None:
+    customer = vault.customers.create(caller(), "", profile_of(people.next())).customer_id
+
+    def hold_arrived(connection: object) -> None:
+        raise ErasureBlocked(True, customer)  # as if a legal hold had committed a moment before
+
+    with pytest.raises(ErasureBlocked):
+        vault.shredder.shred(DPO, customer, check=hold_arrived)
+    assert vault.shredder.subject(customer) not in vault.shredder._ledger.subjects()
+    assert vault.shredder.replay() == 0  # the next start erases nothing
+    assert vault.customers.get(dpo(), customer).customer_id == customer
+
+
+def test_replay_respects_a_legal_hold_placed_after_the_erasure_was_ledgered(vault: Vault, people: People) -> None:
+    customer = vault.customers.create(caller(), "", profile_of(people.next())).customer_id
+    vault.dsar.set_legal_hold(DPO, customer, hold=True)
+    vault.shredder._ledger.append(vault.shredder.subject(customer), dt.datetime.now(dt.UTC))  # a crash after this
+    assert vault.shredder.replay() == 0
+    assert vault.customers.get(dpo(), customer).customer_id == customer

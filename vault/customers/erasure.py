@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 
 from audit.events import AuditDraft, Caller
 from vault.crypto import Mac
+from vault.errors import PiivaultError
 from vault.keys.data_keys import DataKeys
 from vault.purchases import repository as purchases_repo
 from vault.storage.db import Database
@@ -47,7 +48,10 @@ class ErasureLedgerFile:
         self._lock = threading.Lock()
 
     def append(self, subject: bytes, when: dt.datetime) -> None:
-        line = json.dumps({"v": _FORMAT, "subject": subject.hex(), "time": when.isoformat()}) + "\n"
+        self._write({"v": _FORMAT, "subject": subject.hex(), "time": when.isoformat()})
+
+    def _write(self, entry: dict[str, object]) -> None:
+        line = json.dumps(entry) + "\n"
         with self._lock:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
@@ -60,7 +64,13 @@ class ErasureLedgerFile:
             finally:
                 os.close(fd)
 
+    def cancel(self, subject: bytes, when: dt.datetime) -> None:
+        """Withdraw an entry whose erasure was refused inside its transaction (a legal hold, a changed request), so
+        that no replay carries out an erasure the vault declined."""
+        self._write({"v": _FORMAT, "subject": subject.hex(), "time": when.isoformat(), "cancelled": True})
+
     def subjects(self) -> set[bytes]:
+        """The subjects still to be erased: every entry, in file order, less those cancelled after it."""
         if not self._path.exists():
             return set()
         found: set[bytes] = set()
@@ -68,8 +78,13 @@ class ErasureLedgerFile:
             if not line.strip():
                 continue
             try:
-                found.add(bytes.fromhex(json.loads(line)["subject"]))
-            except (ValueError, KeyError, TypeError):
+                entry = json.loads(line)
+                subject = bytes.fromhex(entry["subject"])
+                if entry.get("cancelled") is True:
+                    found.discard(subject)
+                else:
+                    found.add(subject)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 # A torn last line from a crash mid-append: that erasure's database transaction never ran either.
                 _log.warning("erasure.ledger_line_unreadable")
         return found
@@ -98,22 +113,36 @@ class CryptoShredder:
     def subject(self, customer_id: str) -> bytes:
         return self._mac.digest("erasure-subject", customer_id.encode())
 
-    def shred(self, caller: Caller, customer_id: str, also: Callable[[Connection], None] | None = None) -> bool:
+    def shred(
+        self,
+        caller: Caller,
+        customer_id: str,
+        also: Callable[[Connection], None] | None = None,
+        check: Callable[[Connection], None] | None = None,
+    ) -> bool:
         """Destroy the customer's DEK, ciphertexts, indexes and idempotency records. True if anything was there.
 
-        The deletion, ``also`` (e.g. completing the DSAR that asked for it) and the audit event commit together."""
+        ``check`` runs first inside the transaction and may refuse (a legal hold placed a moment ago); the deletion,
+        ``also`` (e.g. completing the DSAR that asked for it) and the audit event commit together. A refusal inside
+        the transaction cancels the ledger entry, so no replay erases what the vault declined to erase."""
         subject = self.subject(customer_id)
         now = self._clock()
         self._ledger.append(subject, now)  # first: a crash after this line is finished by the next start-up
 
         def erase(connection: Connection) -> bool:
+            if check is not None:
+                check(connection)
             erased = _delete_customer(connection, customer_id, self._delete_purchases)
             _record(connection, subject, now)
             if also is not None:
                 also(connection)
             return erased
 
-        erased = self._writer.submit(erase, (AuditDraft.of(caller, "ok", (customer_id,)),))
+        try:
+            erased = self._writer.submit(erase, (AuditDraft.of(caller, "ok", (customer_id,)),))
+        except PiivaultError:
+            self._ledger.cancel(subject, self._clock())
+            raise
         self._data_keys.forget(customer_id)
         return erased
 
@@ -126,6 +155,19 @@ class CryptoShredder:
         if not subjects:
             return 0
         resurrected = [cid for cid in customer_ids if self.subject(cid) in subjects]
+        if resurrected:
+            with self._database.read() as connection:
+                held = set(
+                    connection.execute(
+                        select(CustomerRow.customer_id).where(
+                            CustomerRow.customer_id.in_(resurrected), CustomerRow.legal_hold.is_(True)
+                        )
+                    ).scalars()
+                )
+            if held:
+                # A legal hold placed after the erasure was ledgered wins: the DPO must lift it and erase again.
+                _log.warning("erasure.replay_held", count=len(held))
+                resurrected = [cid for cid in resurrected if cid not in held]
         if not resurrected and subjects <= recorded:
             return 0
         now = self._clock()

@@ -17,6 +17,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from sqlalchemy import Connection
 
@@ -106,7 +107,7 @@ class IdentityService:
 
         event = AuditDraft.of(caller, "ok", (survivor_id, duplicate_id), tuple(filled))
         self._writer.submit(absorb, (event,))
-        self._shredder.shred(caller, duplicate_id)
+        self._shredder.shred(caller, duplicate_id, check=partial(_not_held, duplicate_id))
         return MergeResult(survivor_id, tuple(filled), tuple(conflicts))
 
     def split(self, caller: Caller, customer_id: str, fields: Sequence[str]) -> Customer:
@@ -148,3 +149,9 @@ class IdentityService:
 
         self._writer.submit(divide, (AuditDraft.of(caller, "ok", (customer_id, new_id), names),))
         return Customer(new_id, 1, moved, now, now)
+
+
+def _not_held(customer_id: str, connection: Connection) -> None:
+    row = repo.get_row(connection, customer_id)
+    if row is not None and row.legal_hold:
+        raise FailedPrecondition("the duplicate is under legal hold; it cannot be merged away")

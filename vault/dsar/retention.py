@@ -12,14 +12,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from audit.events import Caller
 from consent.models import Channel, ConsentRequest, ConsentScope
 from consent.purposes import PurposeRegistry
 from consent.service import ConsentService
 from vault.customers.erasure import CryptoShredder
+from vault.errors import FailedPrecondition
 from vault.storage.db import Database
 from vault.storage.models import ConsentStateRow, CustomerRow
 
@@ -50,10 +52,13 @@ class RetentionJob:
         self._inactive_days = inactive_days
         self._clock = clock
 
+    def _cutoff(self) -> dt.datetime:
+        return self._clock() - dt.timedelta(days=self._inactive_days)
+
     def plan(self) -> RetentionPlan:
         now = self._clock()
         plan = RetentionPlan()
-        cutoff = now - dt.timedelta(days=self._inactive_days)
+        cutoff = self._cutoff()
         with self._database.read() as connection:
             inactive = connection.execute(
                 select(CustomerRow.customer_id, CustomerRow.legal_hold, CustomerRow.restricted)
@@ -84,8 +89,23 @@ class RetentionJob:
     def run(self) -> RetentionPlan:
         plan = self.plan()
         for customer_id in plan.erase:
-            self._shredder.shred(SYSTEM, customer_id)
+            try:
+                self._shredder.shred(SYSTEM, customer_id, check=partial(_still_inactive, customer_id, self._cutoff()))
+            except FailedPrecondition:
+                plan.blocked.append(customer_id)  # changed, held or restricted since the plan: kept, and said so
+        plan.erase = [c for c in plan.erase if c not in plan.blocked]
         for customer_id, purpose, scope in plan.lapse:
             request = ConsentRequest(purpose=purpose, scope=ConsentScope(scope), channel=Channel.SYSTEM)
             self._consents.withdraw(SYSTEM, customer_id, request, all_scopes=False)
         return plan
+
+
+def _still_inactive(customer_id: str, cutoff: dt.datetime, connection: Connection) -> None:
+    """Inside the erasing transaction: the customer is still inactive, not held and not restricted."""
+    row = connection.execute(
+        select(CustomerRow.update_time, CustomerRow.legal_hold, CustomerRow.restricted).where(
+            CustomerRow.customer_id == customer_id
+        )
+    ).first()
+    if row is not None and (row.legal_hold or row.restricted or row.update_time >= cutoff):
+        raise FailedPrecondition("the customer changed since the retention plan was made")

@@ -200,7 +200,13 @@ class DsarService:
             if not repo.change(connection, request.request_id, (DsarStatus.VERIFIED.value,), change):
                 raise WrongState()
 
-        self._shredder.shred(caller, request.customer_id, also=complete)
+        def still_allowed(connection: Connection) -> None:
+            # Again inside the erasing transaction: a hold or restriction placed since the check above must win.
+            current = repo.flags(connection, request.customer_id)
+            if current is not None and (current.legal_hold or current.restricted):
+                raise ErasureBlocked(bool(current.legal_hold), request.customer_id)
+
+        self._shredder.shred(caller, request.customer_id, also=complete, check=still_allowed)
         receipt = {
             "format": "piivault-erasure-receipt/1",
             "receipt_id": receipt_id,
