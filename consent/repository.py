@@ -104,3 +104,20 @@ def history(
     if purpose:
         return connection.execute(_HISTORY_FOR, {**parameters, "purpose": purpose}).all()
     return connection.execute(_HISTORY, parameters).all()
+
+
+def sealed_evidence(connection: Connection, customer_id: str) -> Sequence[Any]:
+    return connection.execute(
+        select(_records.c.record_id, _records.c.revision, _records.c.evidence_ct).where(
+            _records.c.customer_id == customer_id, _records.c.evidence_ct.is_not(None)
+        )
+    ).all()
+
+
+def set_evidence(connection: Connection, customer_id: str, revision: int, sealed: bytes) -> None:
+    """Re-sealing only (a re-key): the record's content is unchanged, so the ledger stays append-only in substance."""
+    connection.execute(
+        update(_records)
+        .where(_records.c.customer_id == customer_id, _records.c.revision == revision)
+        .values(evidence_ct=sealed)
+    )

@@ -237,6 +237,16 @@ class ConsentService:
         next_token = _encode_page_token(records[-1].revision) if len(rows) > size else ""
         return HistoryPage(records, next_token)
 
+    @staticmethod
+    def reseal(connection: Connection, customer_id: str, old_key: SecretKey, new_key: SecretKey) -> None:
+        """Move the customer's evidence references from an old data key to a new one (a rectification re-keys)."""
+        for row in repo.sealed_evidence(connection, customer_id):
+            context = FieldContext(TABLE, row.record_id, "evidence_ref")
+            evidence = FieldCipher(old_key, CIPHER_VERSION).decrypt(bytes(row.evidence_ct), context)
+            repo.set_evidence(
+                connection, customer_id, row.revision, FieldCipher(new_key, CIPHER_VERSION).encrypt(evidence, context)
+            )
+
     def records_of(self, customer_id: str, dek: SecretKey) -> list[ConsentRecord]:
         """Every record of a customer, oldest first, for the vault's own workflows (the DSAR export; no audit here —
         the export is audited as a whole)."""

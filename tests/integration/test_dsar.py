@@ -235,3 +235,18 @@ def test_replay_respects_a_legal_hold_placed_after_the_erasure_was_ledgered(vaul
     vault.shredder._ledger.append(vault.shredder.subject(customer), dt.datetime.now(dt.UTC))  # a crash after this
     assert vault.shredder.replay() == 0
     assert vault.customers.get(dpo(), customer).customer_id == customer
+
+
+def test_rectification_reseals_consent_evidence_and_rejection_texts(vault: Vault, people: People) -> None:
+    person, new = people.next(), people.next()
+    customer = vault.customers.create(caller(), "", profile_of(person)).customer_id
+    vault.consents.grant(caller(), customer, SMS)
+    rejected = vault.dsar.open(DPO, None, customer, DsarType.ERASURE)
+    vault.dsar.reject(DPO, rejected.request_id, RejectionReason.LEGAL_RETENTION, "须保留至 2029 年的发票记录")
+    request = verified(vault, customer, DsarType.RECTIFICATION)
+    vault.dsar.rectify(DPO, request, Profile(mobile=new.mobile), ["mobile"])
+    history = vault.consents.history(dpo(), customer, "", 0, "").records
+    assert [r.evidence_ref for r in history] == ["receipt 77"]
+    assert vault.dsar.get(DPO, rejected.request_id).rejection_text == "须保留至 2029 年的发票记录"
+    access = verified(vault, customer, DsarType.ACCESS)
+    verify_package(vault.dsar.export(DPO, access))  # the export reads the re-sealed evidence too

@@ -315,13 +315,19 @@ class CustomerService:
         return self._change(caller, raw, customer_id, mask, expected_version)
 
     def rectify(
-        self, caller: Caller, raw: Profile, customer_id: str, mask: Sequence[str], also: Callable[[Connection], None]
+        self,
+        caller: Caller,
+        raw: Profile,
+        customer_id: str,
+        mask: Sequence[str],
+        also: Callable[[Connection, SecretKey, SecretKey], None],
     ) -> Customer:
         """Correct fields at the customer's request and re-key the customer: every field is re-encrypted under a fresh
         data key and the old wrapped key is overwritten, so the old values — in dead row versions, the WAL, free
-        pages — no longer decrypt from this database. ``also`` runs in the same transaction (the DSAR's completion)."""
+        pages — no longer decrypt from this database. ``also(connection, old_key, new_key)`` runs in the same
+        transaction: it completes the DSAR and re-seals whatever else was sealed under the old key."""
         _check_customer_id(customer_id, "customer_id")
-        return self._change(caller, raw, customer_id, mask, None, also=also)
+        return self._change(caller, raw, customer_id, mask, None, rekeyed=also)
 
     def _change(
         self,
@@ -330,7 +336,7 @@ class CustomerService:
         customer_id: str,
         mask: Sequence[str],
         expected_version: int | None,
-        also: Callable[[Connection], None] | None = None,
+        rekeyed: Callable[[Connection, SecretKey, SecretKey], None] | None = None,
     ) -> Customer:
         rekey = expected_version is None
         names = _check_mask(mask)
@@ -348,12 +354,13 @@ class CustomerService:
         profile = current.profile.with_fields(patch, names)
         require_identifier(profile)
         now = self._clock()
+        old_dek = self._keys.unwrap(customer_id, WrappedKey(row.wrapped_dek, row.kek_version))
         if rekey:
             dek, wrapped = self._keys.new_key()
             key_values: dict[str, Any] = {"wrapped_dek": wrapped.blob, "kek_version": wrapped.kek_version}
             encrypted = self._encrypt(dek, customer_id, profile, PERSONAL_FIELDS)
         else:
-            dek = self._keys.unwrap(customer_id, WrappedKey(row.wrapped_dek, row.kek_version))
+            dek = old_dek
             key_values, encrypted = {}, self._encrypt(dek, customer_id, profile, names)
         values = {**encrypted, **key_values, "update_time": now}
         kinds = [kind for kind, field in _INDEX_FIELD.items() if field in names]
@@ -365,8 +372,8 @@ class CustomerService:
             repo.delete_indexes(connection, customer_id, kinds)
             self._refuse_taken(connection, digests, customer_id)
             repo.insert_indexes(connection, customer_id, digests)
-            if also is not None:
-                also(connection)
+            if rekeyed is not None:
+                rekeyed(connection, old_dek, dek)
 
         try:
             self._writer.submit(write, (AuditDraft.of(caller, "ok", (customer_id,), tuple(sorted(names))),))

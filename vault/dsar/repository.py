@@ -57,3 +57,15 @@ def flags(connection: Connection, customer_id: str) -> Any:
 def set_flag(connection: Connection, customer_id: str, **values: bool) -> bool:
     result = connection.execute(update(_customers).where(_customers.c.customer_id == customer_id).values(**values))
     return result.rowcount == 1
+
+
+def sealed_texts(connection: Connection, customer_id: str) -> Sequence[Any]:
+    return connection.execute(
+        select(_requests.c.request_id, _requests.c.rejection_text_ct).where(
+            _requests.c.customer_id == customer_id, _requests.c.rejection_text_ct.is_not(None)
+        )
+    ).all()
+
+
+def set_sealed_text(connection: Connection, request_id: str, sealed: bytes) -> None:
+    connection.execute(update(_requests).where(_requests.c.request_id == request_id).values(rejection_text_ct=sealed))

@@ -20,7 +20,7 @@ from audit.events import AuditDraft, Caller
 from audit.log import AuditLog
 from audit.queries import AuditQueries, EventFilter
 from consent.service import ConsentService
-from vault.crypto import CryptoError, FieldCipher, FieldContext, Signer
+from vault.crypto import CryptoError, FieldCipher, FieldContext, SecretKey, Signer
 from vault.customers.erasure import CryptoShredder
 from vault.customers.models import PERSONAL_FIELDS, IdentifierKind, Profile, is_empty
 from vault.customers.service import CustomerService
@@ -231,9 +231,12 @@ class DsarService:
         now = self._clock()
         change = {"status": DsarStatus.COMPLETED.value, "closed_by": caller.principal, "close_time": now}
 
-        def complete(connection: Connection) -> None:
+        def complete(connection: Connection, old_key: SecretKey, new_key: SecretKey) -> None:
             if not repo.change(connection, request.request_id, (DsarStatus.VERIFIED.value,), change):
                 raise WrongState()
+            # Everything else sealed under the old key moves to the new one, in the same transaction.
+            self._consents.reseal(connection, request.customer_id, old_key, new_key)
+            self._reseal_texts(connection, request.customer_id, old_key, new_key)
 
         self._customers.rectify(caller, patch, request.customer_id, mask, also=complete)
         return replace(request, status=DsarStatus.COMPLETED, close_time=now)
@@ -304,6 +307,13 @@ class DsarService:
         if with_text and row.rejection_text_ct is not None:
             request = replace(request, rejection_text=self._unseal(row))
         return request
+
+    @staticmethod
+    def _reseal_texts(connection: Connection, customer_id: str, old_key: SecretKey, new_key: SecretKey) -> None:
+        for row in repo.sealed_texts(connection, customer_id):
+            context = FieldContext(TABLE, row.request_id, "rejection_text")
+            text = FieldCipher(old_key, 1).decrypt(bytes(row.rejection_text_ct), context)
+            repo.set_sealed_text(connection, row.request_id, FieldCipher(new_key, 1).encrypt(text, context))
 
     def _seal(self, request: DsarRequest, text: str) -> bytes | None:
         """The rejection text under the customer's data key (it may name the person); None once they are erased."""
