@@ -119,7 +119,7 @@ RPC_ROLES: dict[str, frozenset[str]] = {
     CUSTOMER + "GetCustomer": _READERS,
     CUSTOMER + "FindCustomers": _READERS,
     CUSTOMER + "ListCustomers": _LISTERS,
-    CUSTOMER + "ImportCustomers": _WRITERS,
+    CUSTOMER + "ImportCustomers": frozenset({"service"}),
     CUSTOMER + "MergeCustomers": _WRITERS,
     CUSTOMER + "SplitCustomer": _WRITERS,
     CONSENTS + "GrantConsent": _CONSENT_RECORDERS,

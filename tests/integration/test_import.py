@@ -11,9 +11,12 @@ import pytest
 
 from tests.support.people import People, caller, dpo
 from vault.app import Vault
+from vault.config import Settings
 from vault.customers.models import IdentifierKind
 from vault.imports.reader import read_table
 from vault.imports.service import CUSTOMER_FIELDS, PURCHASE_FIELDS, ImportService
+from vault.keys.provider import KeyProvider
+from vault.storage.db import Database
 
 HEADERS = ["姓名", "手机号码", "邮箱", "会员卡号", "生日", "性别", "外部编号"]
 
@@ -141,3 +144,39 @@ def test_the_import_command_reports_without_personal_data(tmp_path: Path) -> Non
     written = report.read_bytes() + done.stdout + done.stderr
     assert find_in_bytes(written, needles(People(seed=19).many(2))) == []
     assert b"invalid" in report.read_bytes()
+
+
+def test_matching_over_the_api_is_metered_audited_and_refused_for_restricted_customers(
+    settings: Settings, database: Database, key_provider: KeyProvider, people: People
+) -> None:
+    import dataclasses
+    from functools import partial
+
+    from audit.queries import AuditQueries, EventFilter
+    from vault.customers.models import Profile
+    from vault.dsar.models import DsarType
+    from vault.errors import ResourceExhausted
+    from vault.imports.service import canonical_row
+
+    vault = Vault.open(dataclasses.replace(settings, lookups_per_minute=3), database=database, provider=key_provider)
+    try:
+        a, b = people.next(), people.next()
+        kept = vault.customers.create(caller(), "", Profile(mobile=a.mobile)).customer_id
+        held = vault.customers.create(caller(), "", Profile(mobile=b.mobile)).customer_id
+        request = vault.dsar.open(dpo(), None, held, DsarType.RESTRICTION)
+        vault.dsar.verify(dpo(), request.request_id)
+        vault.dsar.restrict(dpo(), request.request_id)
+        who = caller("crm-sync", "service", "/piivault.v1.CustomerService/ImportCustomers")
+        rows = [
+            (2, partial(canonical_row, Profile(mobile=a.mobile), "", "crm")),
+            (3, partial(canonical_row, Profile(mobile=b.mobile), "", "crm")),
+        ]
+        importer = ImportService(vault.customers, vault.purchases)
+        results = importer.profiles(who, rows, metered=True).results
+        assert [(r.outcome, r.reason) for r in results] == [("unchanged", ""), ("rejected", "restricted")]
+        audited = [e for chunk in AuditQueries(vault.database).events(EventFilter(customer_id=kept)) for e in chunk]
+        assert audited[-1].principal == "crm-sync"  # learning which customer holds a phone is an audited access
+        with pytest.raises(ResourceExhausted):
+            importer.profiles(who, rows, metered=True)  # the third and fourth lookups of a budget of three
+    finally:
+        vault.close()

@@ -105,7 +105,7 @@ class CustomerServicer(pb_grpc.CustomerServiceServicer):
                 number = request.row or index + 1
                 yield number, partial(_row_profile, request, source[0])
 
-        summary = self._imports.profiles(current_caller.get(), rows())
+        summary = self._imports.profiles(current_caller.get(), rows(), metered=True)
         return pb.ImportCustomersResponse(
             results=[
                 pb.ImportRowResult(

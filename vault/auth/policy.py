@@ -39,7 +39,8 @@ ALLOWED_ROLES: dict[str, frozenset[str]] = {
     "/piivault.v1.CustomerService/UpdateCustomer": _CUSTOMER_WRITERS,
     "/piivault.v1.CustomerService/FindCustomers": _CUSTOMER_READERS,
     "/piivault.v1.CustomerService/ListCustomers": _CUSTOMER_LISTERS,
-    "/piivault.v1.CustomerService/ImportCustomers": _CUSTOMER_WRITERS,
+    # Bulk matching of identifiers: integrating systems only, within their lookup budget.
+    "/piivault.v1.CustomerService/ImportCustomers": frozenset({"service"}),
     "/piivault.v1.CustomerService/MergeCustomers": _CUSTOMER_WRITERS,
     "/piivault.v1.CustomerService/SplitCustomer": _CUSTOMER_WRITERS,
     "/piivault.v1.ConsentService/GrantConsent": _CONSENT_RECORDERS,

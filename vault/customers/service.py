@@ -390,6 +390,14 @@ class CustomerService:
         shown, masked = mask_profile(profile, frozenset(names))
         return Customer(customer_id, version + 1, shown, current.create_time, now, masked)
 
+    def charge_lookup(self, principal: str) -> None:
+        """Spend one lookup of the principal's budget (an import row matched against stored customers is a lookup)."""
+        self._lookups.take(principal)
+
+    def note_match(self, caller: Caller, customer_id: str) -> None:
+        """Audit that a caller learnt a customer's id by matching identifiers (an import row that changed nothing)."""
+        self._audit.record(AuditDraft.of(caller, "ok", (customer_id,)))
+
     def owners_of(self, profile: Profile) -> set[str]:
         """The live customers holding any identifier of a canonical profile (for imports: merge, not duplicate)."""
         with self._database.read() as connection:

@@ -127,10 +127,18 @@ class ImportService:
         """Rows of a file: text values by field name."""
         return self.profiles(caller, ((n, partial(profile_of_row, values, source)) for n, values in rows))
 
-    def profiles(self, caller: Caller, rows: Iterable[tuple[int, Callable[[], Profile]]]) -> ImportSummary:
-        """Rows as (row number, a function that returns the canonical profile or raises ``InvalidArgument``)."""
+    def profiles(
+        self, caller: Caller, rows: Iterable[tuple[int, Callable[[], Profile]]], *, metered: bool = False
+    ) -> ImportSummary:
+        """Rows as (row number, a function that returns the canonical profile or raises ``InvalidArgument``).
+
+        ``metered``: each row spends one lookup of the caller's budget. Matching a row against stored customers
+        answers "does this phone belong to a customer, and is this their name?", so over the API an import is
+        limited like FindCustomers; the operator's local command is not."""
         summary = ImportSummary()
         for number, make in rows:
+            if metered:
+                self._customers.charge_lookup(caller.principal)
             summary.add(self._customer_row(caller, number, make))
             self._progress(1)
         return summary
@@ -154,7 +162,9 @@ class ImportService:
             return RowResult(number, "rejected", reason=error.outcome, field=violation)
 
     def _merge(self, caller: Caller, number: int, customer_id: str, incoming: Profile) -> RowResult:
-        current, _ = self._customers.open(customer_id)
+        row, current, _ = self._customers.load(customer_id)
+        if row.restricted:
+            return RowResult(number, "rejected", reason="restricted", field="customer")
         stored = current.profile
         filled: list[str] = []
         conflicts: list[str] = []
@@ -175,6 +185,8 @@ class ImportService:
                 conflicts.append(name)
         if filled:
             self._customers.update(caller, replace(stored, **patch), customer_id, filled, current.version)  # type: ignore[arg-type]
+        else:
+            self._customers.note_match(caller, customer_id)  # the caller learnt which customer holds the row's ids
         outcome = "merged" if filled else "unchanged"
         return RowResult(number, outcome, customer_id, filled=tuple(filled), conflicts=tuple(conflicts))
 
