@@ -37,12 +37,14 @@ from consent.models import (
 )
 from consent.purposes import Purpose, PurposeRegistry
 from vault.crypto import CryptoError, FieldCipher, FieldContext, Mac, SecretKey
+from vault.customers.models import Customer
 from vault.customers.service import CustomerService
 from vault.errors import (
     GuardianRequired,
     IdempotencyConflict,
     IntegrityError,
     InvalidArgument,
+    ProcessingRestricted,
     Unavailable,
 )
 from vault.purchases import repository as purchases_repo
@@ -55,6 +57,7 @@ CIPHER_VERSION = 1
 MAX_REQUEST_ID = 128
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+_EVIDENCE_READERS = frozenset({"service", "support", "dpo"})
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _PAGE_PREFIX = "h1:"
 
@@ -98,7 +101,7 @@ class ConsentService:
             raise InvalidArgument.single("scope", "the purpose shows no sensitive field that needs a separate consent")
         _check_notice(request)
         _check_evidence(request.evidence_ref)
-        customer, dek = self._customers.open(customer_id)
+        customer, dek = self._subject(caller, customer_id)
         if request.given_by is GivenBy.SUBJECT and is_minor(customer.profile, self._clock().date()):
             raise GuardianRequired((customer_id,))
         return self._append(caller, customer_id, dek, ConsentAction.GRANT, [request], request_id)[0]
@@ -213,7 +216,7 @@ class ConsentService:
     def current(self, caller: Caller, customer_id: str) -> list[ConsentStatus]:
         """The state of every consent that applies to this customer: each consent-based purpose, each separate consent
         for sensitive fields, and anything recorded for a purpose since removed from the registry."""
-        self._customers.open(customer_id)  # NotFound for an unknown or erased customer
+        self._subject(caller, customer_id)  # NotFound for an unknown or erased customer; restriction
         with self._database.read() as connection:
             rows = {(row.purpose, row.scope): row for row in repo.states(connection, customer_id)}
         wanted = [(purpose.name, scope) for purpose in self._registry for scope in _scopes_of(purpose)]
@@ -229,10 +232,14 @@ class ConsentService:
             raise InvalidArgument.single("page_size", "must not be negative")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after = _decode_page_token(page_token)
-        _, dek = self._customers.open(customer_id)
+        _, dek = self._subject(caller, customer_id)
         with self._database.read() as connection:
             rows = repo.history(connection, customer_id, purpose, after, size + 1)
         records = [_record(row._asdict(), dek) for row in rows[:size]]
+        if caller.role not in _EVIDENCE_READERS:
+            # The evidence reference (a receipt or form number) points at the collecting system's files about the
+            # person; campaign roles see that a consent exists and how it was given, not where its proof is filed.
+            records = [replace(record, evidence_ref="") for record in records]
         self._audit.record(AuditDraft.of(replace(caller, purpose=purpose), "ok", (customer_id,)))
         next_token = _encode_page_token(records[-1].revision) if len(rows) > size else ""
         return HistoryPage(records, next_token)
@@ -259,6 +266,14 @@ class ConsentService:
             if len(rows) < MAX_PAGE_SIZE:
                 return records
             after = records[-1].revision
+
+    def _subject(self, caller: Caller, customer_id: str) -> tuple[Customer, SecretKey]:
+        """The customer a consent call concerns; a restricted customer's consents are not processed (the DPO's role
+        excepted). A withdrawal never comes here: it is the customer's right whatever the state of their record."""
+        row, customer, dek = self._customers.load(customer_id)
+        if row.restricted and caller.role != "dpo":
+            raise ProcessingRestricted((customer_id,))
+        return customer, dek
 
     # -- helpers --------------------------------------------------------------------------------------------------
 

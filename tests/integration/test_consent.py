@@ -244,3 +244,30 @@ def test_erasure_removes_the_current_state_and_leaves_only_shredded_evidence(vau
     assert len(records) == 1  # the ledger is append-only; its evidence was sealed with the destroyed key
     with pytest.raises(NotFound):
         vault.consents.history(dpo(), customer.customer_id, "", 0, "")
+
+
+def test_restricted_customers_consents_are_not_processed_but_can_be_withdrawn(vault: Vault, people: People) -> None:
+    from vault.dsar.models import DsarType
+    from vault.errors import ProcessingRestricted
+
+    customer = vault.customers.create(caller(), "", profile_of(people.next())).customer_id
+    vault.consents.grant(POS, customer, sms())
+    request = vault.dsar.open(dpo(), None, customer, DsarType.RESTRICTION)
+    vault.dsar.verify(dpo(), request.request_id)
+    vault.dsar.restrict(dpo(), request.request_id)
+    for step in (
+        lambda: vault.consents.grant(POS, customer, sms(purpose="marketing_email")),
+        lambda: vault.consents.current(MARKETING, customer),
+        lambda: vault.consents.history(MARKETING, customer, "", 0, ""),
+    ):
+        with pytest.raises(ProcessingRestricted):
+            step()
+    vault.consents.withdraw(POS, customer, withdrawal(), all_scopes=True)  # the customer's right, always
+    assert len(vault.consents.history(dpo(), customer, "", 0, "").records) == 2
+
+
+def test_campaign_roles_do_not_see_evidence_references(vault: Vault, people: People) -> None:
+    customer = vault.customers.create(caller(), "", profile_of(people.next())).customer_id
+    vault.consents.grant(POS, customer, sms())
+    assert vault.consents.history(MARKETING, customer, "", 0, "").records[0].evidence_ref == ""
+    assert vault.consents.history(POS, customer, "", 0, "").records[0].evidence_ref == "receipt 0042-7781"
