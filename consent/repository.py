@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -121,3 +122,37 @@ def set_evidence(connection: Connection, customer_id: str, revision: int, sealed
         .where(_records.c.customer_id == customer_id, _records.c.revision == revision)
         .values(evidence_ct=sealed)
     )
+
+
+def lapse_subject_consents(connection: Connection, customer_id: str, now: Any) -> list[str]:
+    """Withdraw, as the vault, every current consent the customer gave themselves: they are now known to be under 14,
+    and only a guardian's consent counts (PIPL art. 31). Returns the purposes affected."""
+    current = connection.execute(
+        select(_state.c.purpose, _state.c.scope).where(
+            _state.c.customer_id == customer_id, _state.c.granted.is_(True), _state.c.given_by == "subject"
+        )
+    ).all()
+    revision = next_revision(connection, customer_id)
+    for offset, row in enumerate(current):
+        record = {
+            "customer_id": customer_id,
+            "revision": revision + offset,
+            "record_id": str(uuid.uuid4()),
+            "purpose": row.purpose,
+            "scope": row.scope,
+            "action": "withdraw",
+            "given_by": "subject",
+            "notice_version": "",
+            "notice_sha256": None,
+            "channel": "system",
+            "actor": "system:age",
+            "actor_role": "system",
+            "evidence_ct": None,
+            "record_time": now,
+            "request_key": None,
+            "request_digest": None,
+        }
+        insert_record(connection, record)
+        state = {"granted": False, "given_by": "subject", "revision": revision + offset, "update_time": now}
+        set_state(connection, {"customer_id": customer_id, "purpose": row.purpose, "scope": row.scope, **state})
+    return sorted({row.purpose for row in current})

@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from audit.events import AuditDraft, Caller
 from audit.log import AuditLog
 from consent import repository as consent_repo
-from consent.decisions import AccessPolicy
+from consent.decisions import AccessPolicy, is_minor
 from consent.models import NO_CONSENT, Standing
 from consent.purposes import Purpose
 from vault.auth.ratelimit import LookupLimiter
@@ -56,6 +56,7 @@ from vault.errors import (
 )
 from vault.keys.data_keys import DataKeys
 from vault.keys.provider import WrappedKey
+from vault.purchases import repository as purchases_repo
 from vault.storage.db import Database
 from vault.storage.group_commit import GroupCommitter
 
@@ -365,6 +366,9 @@ class CustomerService:
         values = {**encrypted, **key_values, "update_time": now}
         kinds = [kind for kind, field in _INDEX_FIELD.items() if field in names]
         digests = [(kind, digest) for kind, digest in self._digests(profile) if kind in kinds]
+        # A birth date (or id number) recorded now that shows the customer is under 14: consents they gave themselves
+        # stop counting at once, everywhere — reads refuse them already; the analytics feed needs them withdrawn.
+        became_minor = is_minor(profile, now.date()) and not is_minor(current.profile, now.date())
 
         def write(connection: Connection) -> None:
             if not repo.update_customer(connection, customer_id, version, values):
@@ -374,6 +378,8 @@ class CustomerService:
             repo.insert_indexes(connection, customer_id, digests)
             if rekeyed is not None:
                 rekeyed(connection, old_dek, dek)
+            if became_minor and "analytics" in consent_repo.lapse_subject_consents(connection, customer_id, now):
+                purchases_repo.retire(connection, customer_id, "consent_withdrawn", now)
 
         try:
             self._writer.submit(write, (AuditDraft.of(caller, "ok", (customer_id,), tuple(sorted(names))),))
