@@ -106,7 +106,8 @@ class PurchaseService:
                 [(p.source, p.return_of_order_id) for _, _, p in accepted if p.return_of_order_id]
                 + [(p.source, p.order_id) for _, _, p in accepted],
             )
-        seen: set[tuple[str, str]] = {(r["source"], r["order_id"]) for r in rows}
+        seen: set[tuple[str, str]] = set()
+        pending: list[tuple[int, str]] = []  # (index in the stream, customer) of each row in ``rows``
         for index, customer_id, purchase in accepted:
             if customer_id not in pseudonyms:
                 continue
@@ -122,27 +123,29 @@ class PurchaseService:
                 continue
             seen.add((purchase.source, purchase.order_id))
             rows.append(row)
+            pending.append((offset + index, customer_id))
             recorded.append(Recorded(row["purchase_id"], duplicate=False))
-        if rows:
-            event = AuditDraft.of(caller, "ok", tuple(dict.fromkeys(c for _, c, _ in accepted if c in pseudonyms)))
-            try:
-                self._writer.submit(Inserts(((repo.purchases, tuple(rows)),)), (event,))
-            except SqlIntegrityError:
-                # A concurrent writer recorded one of these orders first: settle them one by one.
-                if len(rows) == 1:
-                    return summary, [self._replay(rows[0], summary, offset, raise_first)]
-                for row in rows:
+        if not rows:
+            return summary, recorded
+        event = AuditDraft.of(caller, "ok", tuple(dict.fromkeys(customer for _, customer in pending)))
+        try:
+            self._writer.submit(Inserts(((repo.purchases, tuple(rows)),)), (event,))
+        except SqlIntegrityError:
+            # A concurrent writer recorded one of these orders first: settle them one by one, each with its own event.
+            settled: list[Recorded] = []
+            for row, (index, customer_id) in zip(rows, pending, strict=True):
+                try:
                     single = Inserts(((repo.purchases, (row,)),))
-                    try:
-                        self._writer.submit(single, (event,))
-                    except SqlIntegrityError:
-                        self._replay(row, summary, offset, raise_first)
-                        summary.recorded -= 1
-                summary.recorded += len(rows)
-                return summary, recorded
-            except OperationalError:
-                raise Unavailable() from None
-            summary.recorded += len(rows)
+                    self._writer.submit(single, (AuditDraft.of(caller, "ok", (customer_id,)),))
+                except SqlIntegrityError:
+                    settled.append(self._replay(row, summary, index, raise_first))
+                else:
+                    summary.recorded += 1
+                    settled.append(Recorded(row["purchase_id"], duplicate=False))
+            return summary, settled
+        except OperationalError:
+            raise Unavailable() from None
+        summary.recorded += len(rows)
         return summary, recorded
 
     def _replay(self, row: dict[str, Any], summary: BatchSummary, index: int, raise_first: bool) -> Recorded:
