@@ -174,6 +174,7 @@ def dsar_export(
         progress.add_task("building the export package", total=None)
         package = _run(lambda: vault.dsar.export(caller, request_id))
     descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # also when the file already existed with wider permissions
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(package)
     err.print(f"wrote {out} ({len(package):,} bytes); `piivault dsar check {out}` verifies it")
