@@ -24,7 +24,7 @@ from sqlalchemy import Connection
 from audit.events import AuditDraft, Caller
 from vault.customers import repository as repo
 from vault.customers.erasure import CryptoShredder
-from vault.customers.models import IDENTIFIER_FIELDS, PERSONAL_FIELDS, Customer, IdentifierKind, Profile, is_empty
+from vault.customers.models import IDENTIFIER_FIELDS, PERSONAL_FIELDS, Customer, IdentifierKind, Profile, fill_gaps
 from vault.customers.service import DEK_VERSION, CustomerService
 from vault.customers.validation import require_identifier
 from vault.errors import FailedPrecondition, InvalidArgument, ProcessingRestricted, VersionConflict
@@ -69,29 +69,7 @@ class IdentityService:
             raise ProcessingRestricted((survivor_id, duplicate_id))
         if d_row.legal_hold:
             raise FailedPrecondition("the duplicate is under legal hold; it cannot be merged away")
-        patch: dict[str, object] = {}
-        filled: list[str] = []
-        conflicts: list[str] = []
-        for name in PERSONAL_FIELDS:
-            mine, theirs = getattr(survivor.profile, name), getattr(duplicate.profile, name)
-            if is_empty(theirs) or theirs == mine:
-                continue
-            if name == "external_refs":
-                patch[name] = (*mine, *(ref for ref in theirs if ref not in mine))
-                filled.append(name)
-            elif name == "attributes":
-                added = {k: v for k, v in theirs.items() if k not in mine}
-                if added:
-                    patch[name] = {**mine, **added}
-                    filled.append(name)
-                if any(k in mine and mine[k] != v for k, v in theirs.items()):
-                    conflicts.append(name)
-            elif is_empty(mine):
-                patch[name] = theirs
-                filled.append(name)
-            else:
-                conflicts.append(name)
-        merged = replace(survivor.profile, **patch)  # type: ignore[arg-type]
+        merged, filled, conflicts = fill_gaps(survivor.profile, duplicate.profile)
         now = self._clock()
         values = {**self._customers.sealed(dek, survivor_id, merged, filled), "update_time": now}
         kinds = [_KINDS[name] for name in filled if name in _KINDS]
@@ -108,7 +86,7 @@ class IdentityService:
         event = AuditDraft.of(caller, "ok", (survivor_id, duplicate_id), tuple(filled))
         self._writer.submit(absorb, (event,))
         self._shredder.shred(caller, duplicate_id, check=partial(_not_held, duplicate_id))
-        return MergeResult(survivor_id, tuple(filled), tuple(conflicts))
+        return MergeResult(survivor_id, filled, conflicts)
 
     def split(self, caller: Caller, customer_id: str, fields: Sequence[str]) -> Customer:
         """Move ``fields`` (with their values) from a customer to a new customer; returns the new one."""

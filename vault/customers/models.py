@@ -72,6 +72,37 @@ PERSONAL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Profile))
 IDENTIFIER_FIELDS = {"mobile", "email", "national_id", "member_id", "external_refs"}
 
 
+def fill_gaps(stored: Profile, incoming: Profile) -> tuple[Profile, tuple[str, ...], tuple[str, ...]]:
+    """``stored`` with the fields it lacks taken from ``incoming`` (external refs and attribute keys are united), the
+    names of the fields filled, and of the fields whose values differ (kept as stored): how imports and merges join
+    two records of one person without overwriting anything."""
+    patch: dict[str, object] = {}
+    filled: list[str] = []
+    conflicts: list[str] = []
+    for name in PERSONAL_FIELDS:
+        mine, theirs = getattr(stored, name), getattr(incoming, name)
+        if is_empty(theirs) or theirs == mine:
+            continue
+        if name == "external_refs":
+            added = tuple(ref for ref in theirs if ref not in mine)
+            if added:
+                patch[name] = (*mine, *added)
+                filled.append(name)
+        elif name == "attributes":
+            new_keys = {key: value for key, value in theirs.items() if key not in mine}
+            if new_keys:
+                patch[name] = {**mine, **new_keys}
+                filled.append(name)
+            if any(key in mine and mine[key] != value for key, value in theirs.items()):
+                conflicts.append(name)
+        elif is_empty(mine):
+            patch[name] = theirs
+            filled.append(name)
+        else:
+            conflicts.append(name)
+    return replace(stored, **patch), tuple(filled), tuple(conflicts)  # type: ignore[arg-type]
+
+
 def is_empty(value: object) -> bool:
     return value in ("", Gender.UNSPECIFIED, None) or value == {} or value == ()
 

@@ -214,13 +214,8 @@ class CustomerService:
 
     def open(self, customer_id: str) -> tuple[Customer, SecretKey]:
         """The decrypted customer and its data key, for other services of the vault (no disclosure, no audit)."""
-        _check_customer_id(customer_id, "customer_id")
-        with self._database.read() as connection:
-            row = repo.get_row(connection, customer_id)
-        if row is None:
-            raise NotFound()
-        dek = self._keys.unwrap(customer_id, WrappedKey(row.wrapped_dek, row.kek_version))
-        return self._decrypt(row, dek), dek
+        _, customer, dek = self.load(customer_id)
+        return customer, dek
 
     def _standings(self, connection: Connection, purpose: Purpose, customer_ids: list[str]) -> dict[str, Standing]:
         if not customer_ids or not self._access.consults_consent(purpose):

@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from functools import partial
 
 from audit.events import Caller
-from vault.customers.models import PERSONAL_FIELDS, ExternalRef, Gender, IdentifierKind, Profile, is_empty
+from vault.customers.models import PERSONAL_FIELDS, ExternalRef, Gender, IdentifierKind, Profile, fill_gaps
 from vault.customers.service import CustomerService
 from vault.customers.validation import canonical_profile, require_identifier
 from vault.errors import InvalidArgument, NotFound, PiivaultError
@@ -165,30 +165,13 @@ class ImportService:
         row, current, _ = self._customers.load(customer_id)
         if row.restricted:
             return RowResult(number, "rejected", reason="restricted", field="customer")
-        stored = current.profile
-        filled: list[str] = []
-        conflicts: list[str] = []
-        patch: dict[str, object] = {}
-        for name in PERSONAL_FIELDS:
-            new, old = getattr(incoming, name), getattr(stored, name)
-            if is_empty(new) or new == old:
-                continue
-            if name == "external_refs":
-                added = tuple(ref for ref in new if ref not in old)
-                if added:
-                    patch[name] = (*old, *added)
-                    filled.append(name)
-            elif is_empty(old):
-                patch[name] = new
-                filled.append(name)
-            else:
-                conflicts.append(name)
+        merged, filled, conflicts = fill_gaps(current.profile, incoming)
         if filled:
-            self._customers.update(caller, replace(stored, **patch), customer_id, filled, current.version)  # type: ignore[arg-type]
+            self._customers.update(caller, merged, customer_id, filled, current.version)
         else:
             self._customers.note_match(caller, customer_id)  # the caller learnt which customer holds the row's ids
         outcome = "merged" if filled else "unchanged"
-        return RowResult(number, outcome, customer_id, filled=tuple(filled), conflicts=tuple(conflicts))
+        return RowResult(number, outcome, customer_id, filled=filled, conflicts=conflicts)
 
     def purchases(self, caller: Caller, source: str, rows: Iterable[tuple[int, dict[str, str]]]) -> ImportSummary:
         summary = ImportSummary()
