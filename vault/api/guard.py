@@ -24,7 +24,7 @@ from vault.api.status import internal_status, status_code_of, to_status
 from vault.auth.certificates import ClientCertificates
 from vault.auth.policy import PUBLIC_PREFIXES, authorize
 from vault.auth.tokens import Principal, TokenService
-from vault.errors import PiivaultError, Unauthenticated
+from vault.errors import InvalidArgument, PiivaultError, Unauthenticated
 
 if TYPE_CHECKING:  # grpc-stubs makes these generic; the runtime classes are not subscriptable
     _Interceptor = grpc.ServerInterceptor[Any, Any]
@@ -68,19 +68,20 @@ class CallGuard(_Interceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._guard(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._guard_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
+            stream_unary = handler.stream_unary
             return grpc.stream_unary_rpc_method_handler(
-                self._guard(method, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
+                self._guard(method, lambda requests, context: stream_unary(_checked_stream(requests), context)),
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         # Bidirectional streams: none in the API; nothing unguarded may run.
@@ -118,6 +119,7 @@ class CallGuard(_Interceptor):
             with _CallRecord(method, context, request, self._audit) as call:
                 token = self._enter(method, context, call)
                 try:
+                    _refuse_undecodable(request)
                     return behaviour(request, context)
                 finally:
                     current_caller.reset(token)
@@ -132,6 +134,7 @@ class CallGuard(_Interceptor):
             with _CallRecord(method, context, request, self._audit) as call:
                 token = self._enter(method, context, call)
                 try:
+                    _refuse_undecodable(request)
                     yield from behaviour(request, context)
                 finally:
                     current_caller.reset(token)
@@ -200,6 +203,39 @@ def _subjects(request: Any) -> tuple[str, ...]:
     nested = getattr(request, "customer", None)
     candidates = (getattr(request, "customer_id", None), getattr(nested, "customer_id", None))
     return tuple(c for c in candidates if isinstance(c, str) and is_customer_id(c))
+
+
+class _Undecodable:
+    """Stands for a request message that did not parse (invalid UTF-8 in a string field, truncated bytes)."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """gRPC answers a message that fails to parse with INTERNAL, before any interceptor runs and without an audit
+    event. Parse leniently instead, so the guard authenticates the caller and refuses it as INVALID_ARGUMENT."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - protobuf raises DecodeError, and others for some malformed inputs
+            return _UNDECODABLE
+
+    return parse
+
+
+def _refuse_undecodable(request: Any) -> None:
+    if request is _UNDECODABLE:
+        raise InvalidArgument.single("request", "must be a valid protobuf message; string fields must be UTF-8")
+
+
+def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        _refuse_undecodable(request)
+        yield request
 
 
 def _purpose(request: Any) -> str:
