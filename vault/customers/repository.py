@@ -122,5 +122,9 @@ def customer_inserts(
     return Inserts(((_customers, (values,)), (_indexes, index_rows)))
 
 
+def bulk_inserts(customer_rows: Sequence[dict[str, Any]], index_rows: Sequence[dict[str, Any]]) -> Inserts:
+    return Inserts(((_customers, tuple(customer_rows)), (_indexes, tuple(index_rows))))
+
+
 def with_idempotency(inserts: Inserts, row: dict[str, Any]) -> Inserts:
     return Inserts(((_idempotency, (row,)), *inserts.rows))

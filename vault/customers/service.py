@@ -152,6 +152,51 @@ class CustomerService:
         self._keys.cache.put(customer_id, wrapped.blob, dek)
         return Customer(customer_id, 1, profile, now, now)
 
+    def create_many(self, caller: Caller, profiles: Sequence[Profile]) -> list[Customer] | None:
+        """Create customers from canonical profiles (validated by the caller) in one transaction, each with its own
+        audit event; None when an identifier turned out to be taken (nothing is written then; create them one by one
+        to learn which)."""
+        if not profiles:
+            return []
+        now = self._clock()
+        customers: list[Customer] = []
+        customer_rows: list[dict[str, Any]] = []
+        index_rows: list[dict[str, Any]] = []
+        events: list[AuditDraft] = []
+        keys: list[tuple[str, str, SecretKey]] = []
+        for profile in profiles:
+            require_identifier(profile)
+            customer_id = str(uuid.uuid4())
+            dek, wrapped = self._keys.new_key()
+            customer_rows.append(
+                {
+                    "customer_id": customer_id,
+                    "version": 1,
+                    "wrapped_dek": wrapped.blob,
+                    "kek_version": wrapped.kek_version,
+                    "dek_version": DEK_VERSION,
+                    "create_time": now,
+                    "update_time": now,
+                    **self._encrypt(dek, customer_id, profile, PERSONAL_FIELDS),
+                }
+            )
+            index_rows += [
+                {"digest": digest, "kind": kind.value, "customer_id": customer_id}
+                for kind, digest in self._digests(profile)
+            ]
+            events.append(AuditDraft.of(caller, "ok", (customer_id,), _fields_of(profile)))
+            keys.append((customer_id, wrapped.blob, dek))
+            customers.append(Customer(customer_id, 1, profile, now, now))
+        try:
+            self._writer.submit(repo.bulk_inserts(customer_rows, index_rows), tuple(events))
+        except SqlIntegrityError:
+            return None
+        except OperationalError:
+            raise Unavailable() from None
+        for customer_id, blob, dek in keys:
+            self._keys.cache.put(customer_id, blob, dek)
+        return customers
+
     def _explain_conflict(
         self,
         caller: Caller,
@@ -398,6 +443,13 @@ class CustomerService:
     def note_match(self, caller: Caller, customer_id: str) -> None:
         """Audit that a caller learnt a customer's id by matching identifiers (an import row that changed nothing)."""
         self._audit.record(AuditDraft.of(caller, "ok", (customer_id,)))
+
+    def owners_of_many(self, profiles: Sequence[Profile]) -> list[set[str]]:
+        """``owners_of`` for many profiles in one query (an import checks a batch of rows at once)."""
+        digests = [self._digests(profile) for profile in profiles]
+        with self._database.read() as connection:
+            taken = repo.owners(connection, [pair for pairs in digests for pair in pairs])
+        return [{taken[(kind.value, d)] for kind, d in pairs if (kind.value, d) in taken} for pairs in digests]
 
     def owners_of(self, profile: Profile) -> set[str]:
         """The live customers holding any identifier of a canonical profile (for imports: merge, not duplicate)."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from functools import partial
+from typing import TypeVar
 
 from audit.events import Caller
 from vault.customers.models import PERSONAL_FIELDS, ExternalRef, Gender, IdentifierKind, Profile, fill_gaps
@@ -21,6 +22,8 @@ from vault.errors import InvalidArgument, NotFound, PiivaultError
 from vault.purchases.models import Line, PurchaseInput
 from vault.purchases.service import PurchaseService
 
+T = TypeVar("T")
+BATCH = 200  # rows per identifier lookup; new customers per transaction
 CUSTOMER_FIELDS = frozenset({*PERSONAL_FIELDS, "external_id"}) - {"attributes", "external_refs"}
 PURCHASE_FIELDS = frozenset(
     {
@@ -136,11 +139,50 @@ class ImportService:
         answers "does this phone belong to a customer, and is this their name?", so over the API an import is
         limited like FindCustomers; the operator's local command is not."""
         summary = ImportSummary()
-        for number, make in rows:
-            if metered:
-                self._customers.charge_lookup(caller.principal)
-            summary.add(self._customer_row(caller, number, make))
-            self._progress(1)
+        # New customers are created in batches (one transaction for up to BATCH of them); a row whose identifiers
+        # belong to a customer still waiting in the batch flushes it first, so it merges instead of duplicating.
+        pending: list[tuple[int, Profile]] = []
+        pending_ids: set[tuple[IdentifierKind, str]] = set()
+
+        def flush() -> None:
+            created = self._customers.create_many(caller, [profile for _, profile in pending])
+            if created is None:  # an identifier was taken meanwhile: settle them one by one
+                for number, profile in pending:
+                    summary.add(self._customer_row(caller, number, partial(_given, profile)))
+            else:
+                for (number, _), customer in zip(pending, created, strict=True):
+                    summary.add(RowResult(number, "created", customer.customer_id))
+            self._progress(len(pending))
+            pending.clear()
+            pending_ids.clear()
+
+        for chunk in _chunks(rows, BATCH):
+            parsed: list[tuple[int, Profile]] = []
+            for number, make in chunk:
+                if metered:
+                    self._customers.charge_lookup(caller.principal)
+                try:
+                    parsed.append((number, make()))
+                except InvalidArgument as error:
+                    summary.add(RowResult(number, "rejected", reason="invalid", field=error.violations[0].field))
+                    self._progress(1)
+            owners = self._customers.owners_of_many([profile for _, profile in parsed])  # one query per chunk
+            for (number, profile), taken in zip(parsed, owners, strict=True):
+                identifiers = set(profile.identifiers())
+                if identifiers & pending_ids:
+                    flush()  # the row is the same person as one waiting: create that one first, then merge
+                    taken = self._customers.owners_of(profile)
+                if not taken:
+                    pending.append((number, profile))
+                    pending_ids.update(identifiers)
+                    continue
+                summary.add(self._customer_row(caller, number, partial(_given, profile)))
+                self._progress(1)
+            if pending:
+                flush()
+        if pending:
+            flush()
+        summary.results.sort(key=lambda result: result.row)
         return summary
 
     def _customer_row(self, caller: Caller, number: int, make: Callable[[], Profile]) -> RowResult:
@@ -216,6 +258,21 @@ class ImportService:
         raise InvalidArgument.single(
             "customer", "a column must identify the customer (customer_id, member_id, mobile…)"
         )
+
+
+def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _given(profile: Profile) -> Profile:
+    return profile
 
 
 def _purchase_of_row(values: dict[str, str], source: str) -> PurchaseInput:
