@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from piivault.cli import analytics, audit, certs, dsar, imports, keys, purposes, retention, tokens
+from piivault.cli import analytics, audit, certs, doctor, dsar, imports, keys, purposes, retention, tokens
 from piivault.cli.common import err, fail
 
 # No pretty tracebacks: typer's show the local variables of every frame, and in a PII service those hold personal data.
@@ -27,6 +27,7 @@ app.add_typer(retention.app, name="retention")
 app.add_typer(analytics.app, name="analytics")
 app.add_typer(imports.app, name="import")
 app.command(name="purposes")(purposes.show)
+app.command(name="doctor")(doctor.doctor)
 
 
 @app.command()
