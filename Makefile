@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) -m bench.audit_verify --events 1000000
 	$(PY) -m bench.dsar --purchases 10000 --reads 10000 --consents 200
 	$(PY) -m bench.imports --customers 5000 --purchases 50000
+	$(PY) -m bench.lookup_timing --customers 300 --lookups 4000
 
 # Long runs that do not belong in `make test`: online KEK rotation over 100,000 customers with a concurrent reader,
 # on the local keyring and on Vault Transit (the Transit-API test server).

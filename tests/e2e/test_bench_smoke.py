@@ -47,3 +47,16 @@ def test_import_bench_runs() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "customer rows" in done.stdout and "purchase rows" in done.stdout
+
+
+def test_lookup_timing_bench_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.lookup_timing", "--customers", "10", "--lookups", "60"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "KS D=" in done.stdout and "hit median" in done.stdout

@@ -13,8 +13,9 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
@@ -36,6 +37,7 @@ from vault.customers.models import (
     PERSONAL_FIELDS,
     Customer,
     ExternalRef,
+    Gender,
     IdentifierKind,
     Profile,
     decode_field,
@@ -114,6 +116,7 @@ class CustomerService:
         self._blind_index = blind_index
         self._request_mac = request_mac
         self._clock = clock
+        self._decoy = _Decoy.make(clock())
 
     # -- create ---------------------------------------------------------------------------------------------------
 
@@ -307,9 +310,17 @@ class CustomerService:
         digest = self._blind_index.digest(kind.value, canonical.encode())
         with self._database.read() as connection:
             owner = repo.owner(connection, kind, digest)
-            row = None if owner is None else repo.get_row(connection, owner)
-            standings = self._standings(connection, purpose, [] if row is None else [row.customer_id])
-        if row is not None and row.restricted:
+            # A miss does the work of a hit (the same row query, decrypting and masking a decoy held in memory), so
+            # that "is this phone a customer?" cannot be read from the latency of the answer.
+            row = repo.get_row(connection, owner or self._decoy.row.customer_id)
+            standings = self._standings(connection, purpose, [owner or self._decoy.row.customer_id])
+        if row is None:
+            decoy = self._decrypt(cast(Any, self._decoy.row), self._decoy.dek)
+            with suppress(FailedPrecondition):
+                mask_profile(
+                    decoy.profile, self._access.clear_fields(caller.role, purpose, decoy.customer_id, decoy.profile)
+                )
+        elif row.restricted:
             raise ProcessingRestricted((row.customer_id,))
         # A lookup that finds nobody is audited too: probing for identifiers is itself an access attempt.
         return self._disclose(caller, purpose, [] if row is None else self._decrypt_rows([row]), standings)
@@ -530,6 +541,53 @@ class CustomerService:
         except CryptoError:
             raise IntegrityError() from None
         return Customer(row.customer_id, row.version, Profile(**fields), row.create_time, row.update_time)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class _DecoyRow:
+    customer_id: str
+    version: int
+    dek_version: int
+    create_time: dt.datetime
+    update_time: dt.datetime
+    columns: dict[str, bytes]
+
+    def __getattr__(self, name: str) -> bytes:
+        return self.columns[name]
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoy:
+    """A customer that exists only in memory (random id and key, placeholder values in every field): what a lookup
+    that finds nobody decrypts, so that it costs what a hit costs."""
+
+    row: _DecoyRow
+    dek: SecretKey
+
+    @classmethod
+    def make(cls, now: dt.datetime) -> _Decoy:
+        customer_id = str(uuid.uuid4())
+        dek = SecretKey.generate()
+        placeholder = Profile(
+            name="x" * 3,
+            mobile="+8613800000000",
+            email="decoy@invalid.example",
+            national_id="0" * 18,
+            birth_date="2000-01-01",
+            gender=Gender.OTHER,
+            address="x" * 24,
+            member_id="decoy",
+            attributes={"decoy": "x"},
+            external_refs=(ExternalRef("decoy", "x"),),
+        )
+        cipher = FieldCipher(dek, DEK_VERSION)
+        columns = {
+            _column(name): cipher.encrypt(
+                encode_field(name, getattr(placeholder, name)), FieldContext(TABLE, customer_id, name)
+            )
+            for name in PERSONAL_FIELDS
+        }
+        return cls(_DecoyRow(customer_id, 1, DEK_VERSION, now, now, columns), dek)
 
 
 def _fields_of(profile: Profile) -> tuple[str, ...]:
