@@ -8,8 +8,6 @@ data key, so it is shredded with the customer.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import re
 import uuid
@@ -36,6 +34,7 @@ from consent.models import (
     GivenBy,
 )
 from consent.purposes import Purpose, PurposeRegistry
+from vault import cursors
 from vault.crypto import CryptoError, FieldCipher, FieldContext, Mac, SecretKey
 from vault.customers.models import Customer
 from vault.customers.service import CustomerService
@@ -47,6 +46,7 @@ from vault.errors import (
     ProcessingRestricted,
     Unavailable,
 )
+from vault.idempotency import request_key as request_key_of
 from vault.purchases import repository as purchases_repo
 from vault.purchases.models import ANALYTICS
 from vault.storage.db import Database
@@ -54,7 +54,6 @@ from vault.storage.group_commit import GroupCommitter
 
 TABLE = "consent_records"
 CIPHER_VERSION = 1
-MAX_REQUEST_ID = 128
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _EVIDENCE_READERS = frozenset({"service", "support", "dpo"})
@@ -134,7 +133,7 @@ class ConsentService:
         requests: list[ConsentRequest],
         request_id: str,
     ) -> list[ConsentRecord]:
-        request_key = self._request_key(caller.principal, request_id)
+        request_key = request_key_of(self._request_mac, "consent-request-id", caller.principal, request_id)
         fingerprint = self._request_mac.digest("consent-body", _fingerprint(customer_id, action, requests))
         now = self._clock()
         cipher = FieldCipher(dek, CIPHER_VERSION)
@@ -283,13 +282,6 @@ class ConsentService:
             raise InvalidArgument.single("purpose", "must be a purpose from the registry (see `piivault purposes`)")
         return purpose
 
-    def _request_key(self, principal: str, request_id: str) -> bytes | None:
-        if not request_id:
-            return None
-        if len(request_id) > MAX_REQUEST_ID or not request_id.isascii() or not request_id.isprintable():
-            raise InvalidArgument.single("request_id", f"must be 1-{MAX_REQUEST_ID} printable ASCII characters")
-        return self._request_mac.digest("consent-request-id", f"{principal}\x00{request_id}".encode())
-
 
 def _scopes_of(purpose: Purpose) -> list[ConsentScope]:
     scopes = [ConsentScope.STANDARD] if purpose.requires_consent else []
@@ -354,17 +346,11 @@ def _status(purpose: str, scope: ConsentScope, row: Row[Any] | None) -> ConsentS
 
 
 def _encode_page_token(revision: int) -> str:
-    return base64.urlsafe_b64encode(f"{_PAGE_PREFIX}{revision}".encode()).decode()
+    return cursors.encode(_PAGE_PREFIX, str(revision))
 
 
 def _decode_page_token(token: str) -> int:
     if not token:
         return 0
-    try:
-        text = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
-    except (binascii.Error, UnicodeError, ValueError):
-        text = ""
-    number = text.removeprefix(_PAGE_PREFIX)
-    if not text.startswith(_PAGE_PREFIX) or not number.isdigit() or len(number) > 12:
-        raise InvalidArgument.single("page_token", "must be a next_page_token returned by GetConsentHistory")
-    return int(number)
+    rule = "must be a next_page_token returned by GetConsentHistory"
+    return int(cursors.decode(token, _PAGE_PREFIX, lambda text: text.isdigit() and len(text) <= 12, "page_token", rule))

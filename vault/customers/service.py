@@ -7,8 +7,6 @@ the write lock is held only for the SQL itself.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import re
 import uuid
@@ -27,6 +25,7 @@ from consent import repository as consent_repo
 from consent.decisions import AccessPolicy, is_minor
 from consent.models import NO_CONSENT, Standing
 from consent.purposes import Purpose
+from vault import cursors
 from vault.auth.ratelimit import LookupLimiter
 from vault.crypto import CryptoError, FieldCipher, FieldContext, Mac, SecretKey
 from vault.customers import identifiers as ids
@@ -56,6 +55,7 @@ from vault.errors import (
     Unavailable,
     VersionConflict,
 )
+from vault.idempotency import request_key as request_key_of
 from vault.keys.data_keys import DataKeys
 from vault.keys.provider import WrappedKey
 from vault.purchases import repository as purchases_repo
@@ -66,7 +66,6 @@ TABLE = "customers"
 DEK_VERSION = 1
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-MAX_REQUEST_ID = 128
 _PAGE_TOKEN_PREFIX = "c1:"  # noqa: S105 - pagination cursor version, not a secret
 _CUSTOMER_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _INDEX_FIELD = {
@@ -121,7 +120,7 @@ class CustomerService:
     # -- create ---------------------------------------------------------------------------------------------------
 
     def create(self, caller: Caller, request_id: str, raw: Profile) -> Customer:
-        request_key = self._request_key(caller.principal, request_id)
+        request_key = request_key_of(self._request_mac, "create-request-id", caller.principal, request_id)
         profile = canonical_profile(raw)
         require_identifier(profile)
         fingerprint = self._request_mac.digest("create-body", _fingerprint_text(profile))
@@ -229,13 +228,6 @@ class CustomerService:
             raise ProcessingRestricted((customer_id,))
         self._audit.record(AuditDraft.of(caller, "ok", (customer_id,), _fields_of(sent)))
         return Customer(customer_id, row.version, sent, row.create_time, row.update_time)
-
-    def _request_key(self, principal: str, request_id: str) -> bytes | None:
-        if not request_id:
-            return None
-        if len(request_id) > MAX_REQUEST_ID or not request_id.isascii() or not request_id.isprintable():
-            raise InvalidArgument.single("request_id", f"must be 1-{MAX_REQUEST_ID} printable ASCII characters")
-        return self._request_mac.digest("create-request-id", f"{principal}\x00{request_id}".encode())
 
     def _refuse_taken(
         self, connection: Connection, digests: Sequence[tuple[IdentifierKind, bytes]], customer_id: str
@@ -614,20 +606,15 @@ def _check_mask(mask: Sequence[str]) -> tuple[str, ...]:
 
 
 def _encode_page_token(last_customer_id: str) -> str:
-    return base64.urlsafe_b64encode((_PAGE_TOKEN_PREFIX + last_customer_id).encode()).decode()
+    return cursors.encode(_PAGE_TOKEN_PREFIX, last_customer_id)
 
 
 def _decode_page_token(token: str) -> str:
     if not token:
         return ""
-    try:
-        text = base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
-    except (binascii.Error, UnicodeError, ValueError):
-        text = ""
-    after = text.removeprefix(_PAGE_TOKEN_PREFIX)
-    if not text.startswith(_PAGE_TOKEN_PREFIX) or not _CUSTOMER_ID.fullmatch(after):
-        raise InvalidArgument.single("page_token", "must be a next_page_token returned by ListCustomers")
-    return after
+    is_id = _CUSTOMER_ID.fullmatch
+    rule = "must be a next_page_token returned by ListCustomers"
+    return cursors.decode(token, _PAGE_TOKEN_PREFIX, lambda text: is_id(text) is not None, "page_token", rule)
 
 
 __all__ = ["IDENTIFIER_FIELDS", "CustomerService", "ExternalRef", "Page"]

@@ -9,8 +9,6 @@ not skipped by a cursor that already moved past it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from typing import Any
 
 from audit.events import AuditDraft, Caller
 from audit.log import AuditLog
+from vault import cursors
 from vault.crypto import Mac
 from vault.errors import InvalidArgument
 from vault.purchases import repository as repo
@@ -115,17 +114,17 @@ class AnalyticsFeed:
 
 
 def _encode(purchase_seq: int, tombstone_seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{_PREFIX}{purchase_seq}:{tombstone_seq}".encode()).decode()
+    return cursors.encode(_PREFIX, f"{purchase_seq}:{tombstone_seq}")
 
 
 def _decode(cursor: str) -> tuple[int, int]:
     if not cursor:
         return 0, 0
-    try:
-        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
-        first, second = text.removeprefix(_PREFIX).split(":")
-        if not text.startswith(_PREFIX) or not (first.isdigit() and second.isdigit()):
-            raise ValueError
-        return int(first), int(second)
-    except (binascii.Error, UnicodeError, ValueError):
-        raise InvalidArgument.single("cursor", "must be a next_cursor returned by ExportPurchases") from None
+    rule = "must be a next_cursor returned by ExportPurchases"
+    first, second = cursors.decode(cursor, _PREFIX, _two_numbers, "cursor", rule).split(":")
+    return int(first), int(second)
+
+
+def _two_numbers(text: str) -> bool:
+    parts = text.split(":")
+    return len(parts) == 2 and all(part.isdigit() and len(part) <= 18 for part in parts)
