@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -33,10 +33,7 @@ from piivault.v1 import customers_pb2_grpc as pb_grpc
 from tests.support.people import People, Person, customer_message, dpo
 from tests.support.scan import find_in_bytes, needles
 from vault.app import Vault
-from vault.config import Settings
 from vault.dsar.models import DsarType
-from vault.keys.local import LocalKeyringProvider
-from vault.keys.provider import KeyProvider
 
 CUSTOMER = "/piivault.v1.CustomerService/"
 KEYS = "/piivault.v1.KeyService/"
@@ -71,13 +68,8 @@ class World:
         return (("authorization", f"Bearer {self.tokens[role]}"), ("x-request-id", request_id))
 
 
-@pytest.fixture
-def key_provider(settings: Settings) -> Iterator[KeyProvider]:
-    """What an RPC records does not depend on where the KEK lives: these cases run with the local keyring only (on
-    both databases); every other vault test still runs with Vault Transit too."""
-    provider = LocalKeyringProvider.open_or_create(settings.keyring_path)
-    yield provider
-    provider.close()
+# What an RPC records does not depend on where the KEK lives: the local keyring is enough (both databases still run).
+pytestmark = pytest.mark.local_keyring
 
 
 @pytest.fixture

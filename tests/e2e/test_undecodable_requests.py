@@ -10,9 +10,6 @@ import pytest
 
 from audit.queries import AuditQueries, EventFilter
 from vault.app import Vault
-from vault.config import Settings
-from vault.keys.local import LocalKeyringProvider
-from vault.keys.provider import KeyProvider
 
 BAD_UTF8 = b"\xff\xfe\xfd"
 CASES = [
@@ -24,12 +21,8 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def key_provider(settings: Settings) -> Iterator[KeyProvider]:
-    """Parsing happens before any key is used: the local keyring is enough (both databases still run)."""
-    provider = LocalKeyringProvider.open_or_create(settings.keyring_path)
-    yield provider
-    provider.close()
+# Parsing happens before any key is used: the local keyring is enough (both databases still run).
+pytestmark = pytest.mark.local_keyring
 
 
 def identity(data: bytes) -> bytes:
