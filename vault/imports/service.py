@@ -148,7 +148,7 @@ class ImportService:
             created = self._customers.create_many(caller, [profile for _, profile in pending])
             if created is None:  # an identifier was taken meanwhile: settle them one by one
                 for number, profile in pending:
-                    summary.add(self._customer_row(caller, number, partial(_given, profile)))
+                    summary.add(self._customer_row(caller, number, profile, self._customers.owners_of(profile)))
             else:
                 for (number, _), customer in zip(pending, created, strict=True):
                     summary.add(RowResult(number, "created", customer.customer_id))
@@ -176,7 +176,7 @@ class ImportService:
                     pending.append((number, profile))
                     pending_ids.update(identifiers)
                     continue
-                summary.add(self._customer_row(caller, number, partial(_given, profile)))
+                summary.add(self._customer_row(caller, number, profile, taken))
                 self._progress(1)
             if pending:
                 flush()
@@ -185,12 +185,8 @@ class ImportService:
         summary.results.sort(key=lambda result: result.row)
         return summary
 
-    def _customer_row(self, caller: Caller, number: int, make: Callable[[], Profile]) -> RowResult:
-        try:
-            profile = make()
-        except InvalidArgument as error:
-            return RowResult(number, "rejected", reason="invalid", field=error.violations[0].field)
-        owners = self._customers.owners_of(profile)
+    def _customer_row(self, caller: Caller, number: int, profile: Profile, owners: set[str]) -> RowResult:
+        """One canonical row whose identifiers belong to ``owners``: created, merged, unchanged or rejected."""
         if len(owners) > 1:
             # Identifiers of two different customers in one row: a person the import cannot settle alone.
             return RowResult(number, "rejected", reason="ambiguous", field="identifiers")
@@ -269,10 +265,6 @@ def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _given(profile: Profile) -> Profile:
-    return profile
 
 
 def _purchase_of_row(values: dict[str, str], source: str) -> PurchaseInput:
