@@ -183,10 +183,8 @@ class DsarService:
         Idempotent and resumable: the erasure ledger is written before the database, so a crash anywhere is finished
         by the next start-up's replay; running the step again then only completes the request."""
         request = self._ready(request_id, (DsarType.ERASURE,))
-        with self._database.read() as connection:
-            flags = repo.flags(connection, request.customer_id)
-        if flags is not None and (flags.legal_hold or flags.restricted):
-            raise ErasureBlocked(bool(flags.legal_hold), request.customer_id)
+        with self._database.read() as connection:  # refuse early, before anything reaches the erasure ledger
+            _refuse_held(connection, request.customer_id)
         now = self._clock()
         receipt_id = "rcpt_" + secrets.token_hex(8)
         change = {
@@ -197,14 +195,11 @@ class DsarService:
         }
 
         def complete(connection: Connection) -> None:
-            if not repo.change(connection, request.request_id, (DsarStatus.VERIFIED.value,), change):
-                raise WrongState()
+            _move(connection, request, (DsarStatus.VERIFIED,), change)
 
         def still_allowed(connection: Connection) -> None:
             # Again inside the erasing transaction: a hold or restriction placed since the check above must win.
-            current = repo.flags(connection, request.customer_id)
-            if current is not None and (current.legal_hold or current.restricted):
-                raise ErasureBlocked(bool(current.legal_hold), request.customer_id)
+            _refuse_held(connection, request.customer_id)
 
         self._shredder.shred(caller, request.customer_id, also=complete, check=still_allowed)
         receipt = {
@@ -232,8 +227,7 @@ class DsarService:
         change = {"status": DsarStatus.COMPLETED.value, "closed_by": caller.principal, "close_time": now}
 
         def complete(connection: Connection, old_key: SecretKey, new_key: SecretKey) -> None:
-            if not repo.change(connection, request.request_id, (DsarStatus.VERIFIED.value,), change):
-                raise WrongState()
+            _move(connection, request, (DsarStatus.VERIFIED,), change)
             # Everything else sealed under the old key moves to the new one, in the same transaction.
             self._consents.reseal(connection, request.customer_id, old_key, new_key)
             self._reseal_texts(connection, request.customer_id, old_key, new_key)
@@ -289,8 +283,7 @@ class DsarService:
         also: Callable[[Connection], None] | None = None,
     ) -> None:
         def write(connection: Connection) -> None:
-            if not repo.change(connection, request.request_id, [s.value for s in from_statuses], change):
-                raise WrongState()
+            _move(connection, request, from_statuses, change)
             if also is not None:
                 also(connection)
 
@@ -330,6 +323,20 @@ class DsarService:
             return FieldCipher(dek, 1).decrypt(bytes(row.rejection_text_ct), context).decode()
         except (NotFound, CryptoError):
             return ""  # shredded with the customer
+
+
+def _refuse_held(connection: Connection, customer_id: str) -> None:
+    flags = repo.flags(connection, customer_id)
+    if flags is not None and (flags.legal_hold or flags.restricted):
+        raise ErasureBlocked(bool(flags.legal_hold), customer_id)
+
+
+def _move(
+    connection: Connection, request: DsarRequest, from_statuses: Sequence[DsarStatus], change: dict[str, Any]
+) -> None:
+    """Change the request only if it is still in one of ``from_statuses`` (another DPO may have acted meanwhile)."""
+    if not repo.change(connection, request.request_id, [status.value for status in from_statuses], change):
+        raise WrongState()
 
 
 def _request(values: dict[str, Any]) -> DsarRequest:
