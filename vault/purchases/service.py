@@ -222,6 +222,7 @@ class PurchaseService:
         return issued
 
     def _row(self, customer_id: str, pseudonym: str, purchase: PurchaseInput, now: dt.datetime) -> dict[str, Any]:
+        lines = purchase.lines_json()
         body = json.dumps(
             [
                 customer_id,
@@ -231,7 +232,7 @@ class PurchaseService:
                 purchase.purchase_time.isoformat() if purchase.purchase_time else "",
                 purchase.amount_minor,
                 purchase.currency,
-                purchase.lines_json(),
+                lines,
                 purchase.payment_method,
                 purchase.coupon,
                 purchase.return_of_order_id,
@@ -250,7 +251,7 @@ class PurchaseService:
             "items": purchase.items,
             "payment_method": purchase.payment_method,
             "coupon": purchase.coupon,
-            "lines": purchase.lines_json(),
+            "lines": lines,
             "return_of_order_id": purchase.return_of_order_id,
             "record_time": now,
             # Keyed: the customer id is in the body, and a plain hash of it would link the purchase to them.
