@@ -20,6 +20,7 @@ from vault.crypto import ChainMac, Mac, Signer
 from vault.customers.erasure import CryptoShredder, ErasureLedgerFile
 from vault.customers.identity import IdentityService
 from vault.customers.service import CustomerService
+from vault.customers.timing import LatencyFloor
 from vault.dsar.retention import RetentionJob
 from vault.dsar.service import DsarService
 from vault.imports.service import ImportService
@@ -127,6 +128,7 @@ class Vault:
             request_mac,
             AccessPolicy(registry, ROLE_FIELDS),
             LookupLimiter(settings.lookups_per_minute, settings.lookups_per_day),
+            find_floor=LatencyFloor(settings.find_floor_ms / 1000),
         )
         consents = ConsentService(database, writer, audit, customers, registry, request_mac)
         shredder = CryptoShredder(

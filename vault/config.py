@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class Settings:
     purposes_file: Path | None = None
     lookups_per_minute: int = 1_200
     lookups_per_day: int = 100_000
+    find_floor_ms: float = 4.0
     dsar_due_days: int = 30
     erasure_purchases: str = "delete"
     analytics_settle_seconds: float = 2.0
@@ -53,6 +55,8 @@ class Settings:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     tls_require_client_cert: bool = False
+    metrics_listen: str = ""  # host:port of the Prometheus endpoint; empty: no endpoint and no RPC metrics
+    otel_exporter: str = "none"  # OpenTelemetry span exporter: none, console or otlp
 
     @property
     def effective_database_url(self) -> str:
@@ -111,6 +115,7 @@ class Settings:
             purposes_file=Path(source["PIIVAULT_PURPOSES_FILE"]) if source.get("PIIVAULT_PURPOSES_FILE") else None,
             lookups_per_minute=_int(source, "PIIVAULT_LOOKUPS_PER_MINUTE", defaults.lookups_per_minute, 0),
             lookups_per_day=_int(source, "PIIVAULT_LOOKUPS_PER_DAY", defaults.lookups_per_day, 0),
+            find_floor_ms=_float(source, "PIIVAULT_FIND_FLOOR_MS", defaults.find_floor_ms),
             dsar_due_days=_int(source, "PIIVAULT_DSAR_DUE_DAYS", defaults.dsar_due_days, 1),
             analytics_settle_seconds=_float(
                 source, "PIIVAULT_ANALYTICS_SETTLE_SECONDS", defaults.analytics_settle_seconds
@@ -128,6 +133,10 @@ class Settings:
             tls_key=_path(source, "PIIVAULT_TLS_KEY"),
             tls_client_ca=_path(source, "PIIVAULT_TLS_CLIENT_CA"),
             tls_require_client_cert=_bool(source, "PIIVAULT_TLS_REQUIRE_CLIENT_CERT", defaults.tls_require_client_cert),
+            metrics_listen=_listen(source, "PIIVAULT_METRICS_LISTEN"),
+            otel_exporter=_choice(
+                source, "PIIVAULT_OTEL_EXPORTER", defaults.otel_exporter, ("none", "console", "otlp")
+            ),
         )._checked()
 
     def _checked(self) -> Settings:
@@ -193,9 +202,31 @@ def _float(source: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number")
     if value < 0:
         raise ConfigError(f"{name} must not be negative")
     return value
+
+
+def host_and_port(value: str, name: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) split and checked; the host must be given, so that listening on every
+    interface is a visible choice (``0.0.0.0``), never the result of a forgotten host."""
+    host, colon, port = value.rpartition(":")
+    if not colon or not host or not port.isascii() or not port.isdigit():
+        raise ConfigError(f"{name} must be host:port, such as 127.0.0.1:9464")
+    if int(port) > 65535:
+        raise ConfigError(f"{name} must name a port from 0 to 65535")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ConfigError(f"{name} must put an IPv6 address in brackets, such as [::1]:9464")
+    return host, int(port)
+
+
+def _listen(source: Mapping[str, str], name: str) -> str:
+    raw = source.get(name, "").strip()
+    if raw:
+        host_and_port(raw, name)
+    return raw
 
 
 def _path(source: Mapping[str, str], name: str) -> Path | None:

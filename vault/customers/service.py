@@ -43,6 +43,7 @@ from vault.customers.models import (
     encode_field,
     is_empty,
 )
+from vault.customers.timing import LatencyFloor
 from vault.customers.validation import canonical_profile, require_identifier
 from vault.errors import (
     AlreadyExists,
@@ -105,9 +106,11 @@ class CustomerService:
         access: AccessPolicy,
         lookups: LookupLimiter,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        find_floor: LatencyFloor | None = None,
     ) -> None:
         self._access = access
         self._lookups = lookups
+        self._find_floor = find_floor or LatencyFloor(0)
         self._database = database
         self._writer = writer
         self._audit = audit
@@ -295,7 +298,17 @@ class CustomerService:
         self._audit.record(AuditDraft.of(caller, "ok", tuple(c.customer_id for c in shown), fields))
         return shown
 
+    @property
+    def find_overruns(self) -> int:
+        """Finds whose work took longer than the latency floor (for benchmarks and metrics)."""
+        return self._find_floor.overruns
+
     def find(self, caller: Caller, kind: IdentifierKind, raw_value: str, ref_source: str = "") -> list[Customer]:
+        # Every outcome — a hit, a miss, a restricted customer, an error — leaves no earlier than the floor.
+        with self._find_floor.held():
+            return self._find(caller, kind, raw_value, ref_source)
+
+    def _find(self, caller: Caller, kind: IdentifierKind, raw_value: str, ref_source: str) -> list[Customer]:
         purpose = self._access.purpose_of(caller)
         canonical = self._find_canonical(kind, raw_value, ref_source)
         self._lookups.take(caller.principal)
