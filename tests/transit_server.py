@@ -1252,14 +1252,23 @@ class _Policy:
         self._rules.sort(key=lambda rule: rule[0], reverse=True)
 
     def allows(self, path: str, capability: str) -> bool:
+        return capability in self.capabilities(path)
+
+    def capabilities(self, path: str) -> frozenset[str]:
         for _, pattern, caps in self._rules:
             if pattern.fullmatch(path):
-                return capability in caps
-        return False
+                return caps
+        return frozenset()
 
 
-# Vault's built-in "default" policy grants every token its own lookup and renewal.
-_DEFAULT_POLICY = _Policy({"auth/token/lookup-self": ["read", "update"], "auth/token/renew-self": ["update"]})
+# Vault's built-in "default" policy grants every token its own lookup and renewal, and asking what it may do.
+_DEFAULT_POLICY = _Policy(
+    {
+        "auth/token/lookup-self": ["read", "update"],
+        "auth/token/renew-self": ["update"],
+        "sys/capabilities-self": ["update"],
+    }
+)
 
 
 @dataclass
@@ -1280,6 +1289,13 @@ class _Token:
         if self.policy is None:
             return True
         return self.policy.allows(path, capability) or _DEFAULT_POLICY.allows(path, capability)
+
+    def capabilities(self, path: str) -> list[str]:
+        """As ``sys/capabilities-self`` reports them: ``["root"]`` for a root token, ``["deny"]`` for nothing."""
+        if self.policy is None:
+            return ["root"]
+        granted = self.policy.capabilities(path) | _DEFAULT_POLICY.capabilities(path)
+        return sorted(granted) or ["deny"]
 
     def remaining(self, now: float) -> int:
         return 0 if self.expires is None else max(0, math.ceil(self.expires - now))
@@ -1357,6 +1373,12 @@ class _TokenStore:
             _Route(
                 _path("auth/token/renew-self"), {"update": self.renew_self}, _fields("increment"), mount_type="token"
             ),
+            _Route(
+                _path("sys/capabilities-self"),
+                {"update": self.capabilities_self},
+                _fields("paths"),
+                mount_type="system",
+            ),
         ]
 
     def add(
@@ -1420,6 +1442,24 @@ class _TokenStore:
     def lookup_self(self, call: _Call) -> _Reply:
         assert call.token is not None  # lookup-self is an authenticated route
         return call.respond(call.token.lookup_data(self._clock()))
+
+    def capabilities_self(self, call: _Call) -> _Reply:
+        """``paths`` as a list or a comma-separated string; each path answers with its capabilities. Like Vault, a
+        single path is also answered under ``capabilities`` (kept for old clients), and the ``sys/`` answer repeats
+        ``data`` at the top level of the envelope."""
+        token = call.token
+        assert token is not None
+        raw = call.fields.raw.get("paths")
+        paths = [p.strip() for p in raw.split(",")] if isinstance(raw, str) else raw
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+            raise _bad_request("paths must be supplied")
+        data: JSONObject = {path.lstrip("/"): token.capabilities(path.lstrip("/")) for path in paths}
+        if len(paths) == 1:
+            data["capabilities"] = data[paths[0].lstrip("/")]
+        reply = call.respond(data)
+        assert reply.body is not None
+        reply.body.update({key: value for key, value in data.items() if key not in reply.body})
+        return reply
 
     def renew_self(self, call: _Call) -> _Reply:
         token = call.token

@@ -89,6 +89,7 @@ class Vault:
     audit: AuditLog
     audit_verifier: ChainVerifier
     owned: tuple[object, ...] = ()  # what open() created and close() must release; injected parts stay the caller's
+    replayed_erasures: int = 0  # customers the erasure-ledger replay at open() shredded again (after a restore)
 
     @classmethod
     def open(
@@ -176,6 +177,7 @@ class Vault:
             audit,
             ChainVerifier(database, chain, signer.public_key, service_keys[AUDIT_MAC_KEY].reveal()),
             tuple(owned),
+            replayed,
         )
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """``piivault doctor``: check that a deployment can serve, one verdict per check, without changing anything.
 
 Checks: configuration, purpose registry, TLS files, database reachability and migration level, key provider
-(reachable, a wrap/unwrap round trip, versions), file permissions of the local keyring, the audit chain, and clock
-skew against the database. Messages name what is wrong, never a secret or a value.
+(reachable, a wrap/unwrap round trip, versions; for Vault Transit, the token's capabilities), file permissions of
+the local keyring, the audit chain, and clock skew against the database. Messages name what is wrong, never a secret
+or a value.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def _provider(settings: object, verdicts: list[Verdict]) -> bool:
     from vault.app import open_key_provider
     from vault.config import Settings
     from vault.crypto import SecretKey
+    from vault.keys.vault_transit import VaultTransitKeyProvider
 
     assert isinstance(settings, Settings)
     if settings.key_provider == "local" and not settings.local_kek:
@@ -137,6 +139,8 @@ def _provider(settings: object, verdicts: list[Verdict]) -> bool:
         key = SecretKey.generate()
         round_trip = provider.unwrap(provider.wrap([key]))[0] == key
         status = provider.status()
+        if isinstance(provider, VaultTransitKeyProvider):
+            verdicts.append(_check("vault token policy", lambda: _token_policy(provider)))
     except Exception as error:  # noqa: BLE001
         verdicts.append(Verdict("key provider", FAIL, f"{settings.key_provider}: {type(error).__name__}"))
         return False
@@ -148,6 +152,24 @@ def _provider(settings: object, verdicts: list[Verdict]) -> bool:
     detail = f"{provider.name}: KEK v{status.latest_version}, min decryption v{status.min_decryption_version}"
     verdicts.append(Verdict("key provider", OK, detail))
     return True
+
+
+def _token_policy(provider: object) -> Verdict:
+    """The Vault token may wrap and unwrap (else FAIL), rotate (else WARN), and holds no more than it should."""
+    from vault.keys.vault_transit import VaultTransitKeyProvider
+
+    assert isinstance(provider, VaultTransitKeyProvider)
+    policy = provider.token_policy()
+    if policy.missing:
+        return Verdict("vault token policy", FAIL, "the token lacks " + ", ".join(policy.missing))
+    notes = []
+    if policy.missing_for_rotation:
+        notes.append("KEK rotation will be refused: the token lacks " + ", ".join(policy.missing_for_rotation))
+    if policy.excess:
+        notes.append("the token holds more than piivault needs: " + ", ".join(policy.excess))
+    if notes:
+        return Verdict("vault token policy", WARN, "; ".join(notes))
+    return Verdict("vault token policy", OK, "wrap, unwrap, rewrap and rotate allowed; no delete or export")
 
 
 def _audit(settings: object) -> Verdict:

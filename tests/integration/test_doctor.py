@@ -10,9 +10,11 @@ from pathlib import Path
 from sqlalchemy import update
 
 from tests.support.people import People, caller, profile_of
+from tests.transit_server import TransitServer
 from vault.app import Vault
 from vault.config import Settings
-from vault.doctor import FAIL, OK, diagnose
+from vault.doctor import FAIL, OK, WARN, Verdict, diagnose
+from vault.keys.vault_transit import VaultTransitKeyProvider
 from vault.storage.db import Database
 from vault.storage.migrate import upgrade
 from vault.storage.models import AuditEventRow
@@ -55,3 +57,65 @@ def test_the_command_exits_non_zero_on_failure(tmp_path: Path) -> None:
     subprocess.run([piivault, "token", "list"], env=env, capture_output=True, timeout=120, check=True)  # keys made
     passing = subprocess.run([piivault, "doctor"], env=env, capture_output=True, timeout=120, check=False)
     assert passing.returncode == 0, passing.stdout.decode()
+
+
+KEK = "piivault-kek"
+SERVING_POLICY = {  # README "Running against HashiCorp Vault": the serving token's policy
+    f"transit/keys/{KEK}": ["read", "update"],
+    f"transit/keys/{KEK}/rotate": ["update"],
+    f"transit/keys/{KEK}/config": ["update"],
+    f"transit/encrypt/{KEK}": ["update"],
+    f"transit/decrypt/{KEK}": ["update"],
+    f"transit/rewrap/{KEK}": ["update"],
+}
+
+
+def test_doctor_reads_the_vault_tokens_capabilities(sqlite_url: str, tmp_path: Path) -> None:
+    with TransitServer() as transit:
+        env = {
+            "PIIVAULT_DATA_DIR": str(tmp_path / "var"),
+            "PIIVAULT_DATABASE_URL": sqlite_url,
+            "PIIVAULT_KEY_PROVIDER": "vault-transit",
+            "VAULT_ADDR": transit.url,
+        }
+        database = Database.from_url(sqlite_url)
+        upgrade(database.engine)
+        Vault.open(Settings.from_env({**env, "VAULT_TOKEN": transit.root_token}), database=database).close()
+        database.dispose()
+
+        def check(token: str) -> Verdict:
+            found = [v for v in diagnose({**env, "VAULT_TOKEN": token}) if v.check == "vault token policy"]
+            assert len(found) == 1, diagnose({**env, "VAULT_TOKEN": token})
+            return found[0]
+
+        transit.add_token("hvs.synthetic-serving-token", SERVING_POLICY)
+        assert check("hvs.synthetic-serving-token").result == OK
+
+        root = check(transit.root_token)
+        assert (root.result, root.detail) == (WARN, "the token holds more than piivault needs: root token")
+        assert transit.root_token not in root.detail
+
+        transit.add_token("hvs.synthetic-no-rotate", {k: v for k, v in SERVING_POLICY.items() if "rotate" not in k})
+        no_rotate = check("hvs.synthetic-no-rotate")
+        assert no_rotate.result == WARN and f"update on transit/keys/{KEK}/rotate" in no_rotate.detail
+
+        transit.add_token(
+            "hvs.synthetic-deleter", {**SERVING_POLICY, f"transit/keys/{KEK}": ["read", "update", "delete"]}
+        )
+        deleter = check("hvs.synthetic-deleter")
+        assert deleter.result == WARN and f"delete on transit/keys/{KEK}" in deleter.detail
+
+        # A token that cannot decrypt fails earlier (the round trip), so the capability check is seen through the
+        # provider directly: it names the missing capability.
+        transit.add_token("hvs.synthetic-no-decrypt", {k: v for k, v in SERVING_POLICY.items() if "decrypt" not in k})
+        provider = VaultTransitKeyProvider(transit.url, token="hvs.synthetic-no-decrypt", key_name=KEK)
+        try:
+            assert provider.token_policy().missing == (f"update on transit/decrypt/{KEK}",)
+        finally:
+            provider.close()
+
+        transit.set_down(True)
+        unreachable = {v.check: v for v in diagnose({**env, "VAULT_TOKEN": transit.root_token})}
+        assert unreachable["key provider"].result == FAIL
+        assert "vault token policy" not in unreachable
+        transit.set_down(False)

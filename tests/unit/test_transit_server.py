@@ -559,3 +559,20 @@ def test_latency(server: TransitServer) -> None:
     server.set_latency(0.2)
     with pytest.raises(requests.exceptions.Timeout):
         impatient.secrets.transit.list_keys()
+
+
+def test_capabilities_self_answers_like_vault(server: TransitServer, client: Any) -> None:
+    """Every token may ask (the default policy); root answers ``root``, nothing is ``deny``; one path is repeated
+    under ``capabilities``; a sys/ answer repeats ``data`` at the envelope's top level."""
+    assert client.sys.get_capabilities(paths=["transit/keys/kek"])["data"] == {
+        "transit/keys/kek": ["root"],
+        "capabilities": ["root"],
+    }
+    server.add_token("hvs.synthetic-limited", {"transit/encrypt/+": ["update"], "transit/keys/kek": ["read"]})
+    limited = make_client(server, "hvs.synthetic-limited")
+    answer = limited.sys.get_capabilities(paths=["transit/encrypt/kek", "transit/keys/kek", "transit/export/x"])
+    expected = {"transit/encrypt/kek": ["update"], "transit/keys/kek": ["read"], "transit/export/x": ["deny"]}
+    assert answer["data"] == expected
+    assert {key: answer[key] for key in expected} == expected
+    with pytest.raises(InvalidRequest):
+        limited.sys.get_capabilities(paths=[])

@@ -71,6 +71,17 @@ class _Operation:
     denied: str | None = None  # the message for a 403, when "token lacks <capability> on <path>" would mislead
 
 
+@dataclass(frozen=True)
+class TokenPolicy:
+    """The token's capabilities against what the provider needs: ``missing`` stops wrapping and unwrapping,
+    ``missing_for_rotation`` only stops KEK rotation (a serving token may lack it by design), ``excess`` is more than
+    a service token should hold (deleting or exporting the KEK, or a root token)."""
+
+    missing: tuple[str, ...]
+    missing_for_rotation: tuple[str, ...]
+    excess: tuple[str, ...]
+
+
 class _KeyMissing(ProviderUnavailable):
     """Vault answered that the transit key does not exist (start-up then creates it)."""
 
@@ -260,6 +271,7 @@ class VaultTransitKeyProvider:
             denied="Vault rejected the token as invalid or expired (auth/token/lookup-self was refused)",
         )
         self._health_op = _Operation("health check", "sys/health", "read")
+        self._capabilities_op = _Operation("capabilities check", "sys/capabilities-self")
 
     def __repr__(self) -> str:
         auth = "approle" if self._role_id else "token"
@@ -440,6 +452,50 @@ class VaultTransitKeyProvider:
             lambda: self._client.secrets.transit.update_key_configuration(
                 name=self._key_name, min_decryption_version=version, mount_point=self._mount
             ),
+        )
+
+    def token_policy(self) -> TokenPolicy:
+        """What Vault says this token may do on the paths the provider uses (``sys/capabilities-self``, which
+        Vault's built-in default policy grants every token). Read-only; for ``piivault doctor``."""
+        needed = [
+            (op, essential)
+            for op, essential in (
+                (self._read_op, True),
+                (self._encrypt_op, True),
+                (self._decrypt_op, True),
+                (self._rewrap_op, False),
+                (self._rotate_op, False),
+                (self._config_op, False),
+            )
+        ]
+        forbidden = [
+            (f"{self._mount}/keys/{self._key_name}", "delete"),
+            (f"{self._mount}/export/encryption-key/{self._key_name}", "read"),
+            (f"{self._mount}/backup/{self._key_name}", "read"),
+        ]
+        paths = sorted({op.path for op, _ in needed} | {path for path, _ in forbidden})
+        answer = self._call(self._capabilities_op, lambda: self._client.sys.get_capabilities(paths=paths))
+        granted = _data(answer) or (answer if isinstance(answer, dict) else {})
+
+        def has(path: str, capability: str) -> bool:
+            caps = granted.get(path)
+            if not isinstance(caps, list):
+                raise self._unexpected(self._capabilities_op)
+            return "root" in caps or (capability in caps and "deny" not in caps)
+
+        root = any("root" in caps for caps in granted.values() if isinstance(caps, list))
+        return TokenPolicy(
+            missing=tuple(
+                f"{op.capability} on {op.path}"
+                for op, essential in needed
+                if essential and not has(op.path, op.capability)
+            ),
+            missing_for_rotation=tuple(
+                f"{op.capability} on {op.path}"
+                for op, essential in needed
+                if not essential and not has(op.path, op.capability)
+            ),
+            excess=("root token",) if root else tuple(f"{cap} on {path}" for path, cap in forbidden if has(path, cap)),
         )
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from piivault.cli import analytics, audit, certs, doctor, dsar, imports, keys, purposes, retention, tokens
+from piivault.cli import analytics, audit, certs, doctor, dsar, imports, keys, ledger, purposes, retention, tokens
 from piivault.cli.common import err, fail
 
 # No pretty tracebacks: typer's show the local variables of every frame, and in a PII service those hold personal data.
@@ -18,6 +18,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _logging() -> None:
+    """Every command logs JSON lines to stderr, redacted like the server's, so that stdout holds only the command's
+    output (``piivault token create > pos.token`` must capture the token and nothing else)."""
+    import os
+
+    try:
+        from vault import logs
+    except ImportError:  # the client side without the server package: nothing of the server's to log
+        return
+    logs.configure(os.environ.get("PIIVAULT_LOG_LEVEL") or "warning")
+
+
 app.add_typer(tokens.app, name="token")
 app.add_typer(certs.app, name="cert")
 app.add_typer(keys.app, name="keys")
@@ -28,6 +43,7 @@ app.add_typer(analytics.app, name="analytics")
 app.add_typer(imports.app, name="import")
 app.command(name="purposes")(purposes.show)
 app.command(name="doctor")(doctor.doctor)
+app.command(name="replay-ledger")(ledger.replay_ledger)
 
 
 @app.command()
