@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test lint protos check-protos buf-lint bench soak clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "piivault needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# The client SDK first: the server's distribution depends on it (piivault-client, clients/pyproject.toml).
+	$(PY) -m pip install --quiet -e ./clients
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# Only for its CDNOW_master.txt (the public purchase data set the analytics tests replay); not its dependencies.
 	$(PY) -m pip install --quiet --no-deps lifetimes==0.11.3

@@ -4,6 +4,10 @@ The gRPC figures run a real ``piivault serve`` subprocess and an asyncio client 
 machine, so "client included" holds. The in-process figures call ``CustomerService`` directly on its own database,
 one thread, so the ratio between the two shows what the RPC layer costs.
 
+The server runs with its Prometheus endpoint on (PIIVAULT_METRICS_LISTEN): each phase scrapes it before and after and
+prints the server's request count next to the benchmark's own. The metrics overhead is measured by restarting the
+server on the same data with the endpoint off and on, and comparing read and find throughput.
+
     make bench                       # defaults: concurrency 16
     python -m bench.run --creates 5000 --reads 10000 --concurrency 16
 """
@@ -28,8 +32,9 @@ import grpc
 
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
+from tests.support.metrics import scrape
 from tests.support.people import People, Person, caller, customer_message, profile_of
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, free_port
 from vault.app import Vault
 from vault.config import Settings
 from vault.customers.models import IdentifierKind
@@ -37,6 +42,11 @@ from vault.storage.db import Database
 from vault.storage.migrate import upgrade
 
 PURPOSE = "customer_service"  # a contract purpose: reads need no consent lookup, as most integrating reads
+METHODS = {
+    "create": "/piivault.v1.CustomerService/CreateCustomer",
+    "read": "/piivault.v1.CustomerService/GetCustomer",
+    "find": "/piivault.v1.CustomerService/FindCustomers",
+}
 
 
 @dataclass
@@ -140,11 +150,44 @@ def _run_share_blocking(share: Share) -> tuple[list[float], list[str]]:
     return asyncio.run(_run_share(share))
 
 
+@dataclass
+class Counted:
+    """One phase's requests as the benchmark counted them and as the server's metrics endpoint did."""
+
+    name: str
+    by_benchmark: int
+    by_server: int
+
+    def row(self) -> str:
+        verdict = "match" if self.by_benchmark == self.by_server else "MISMATCH"
+        return f"  {self.name:<22}{self.by_benchmark:>10}{self.by_server:>10}  {verdict}"
+
+
+@dataclass
+class GrpcRun:
+    results: list[Result]
+    owner: dict[str, str]  # member id → customer id of the people created
+    counted: list[Counted]
+
+
+def _server_count(metrics_url: str, operation: str) -> int:
+    """Handled requests of the operation's method, over every status code and every server process."""
+    return int(scrape(metrics_url).value("piivault_rpc_requests_total", method=METHODS[operation]))
+
+
 def grpc_figures(
-    server: ServerProcess, people: list[Person], reads: int, concurrency: int, client_processes: int
-) -> list[Result]:
+    server: ServerProcess,
+    people: list[Person],
+    reads: int,
+    concurrency: int,
+    client_processes: int,
+    *,
+    metrics_url: str | None = None,
+    owner: dict[str, str] | None = None,
+) -> GrpcRun:
+    """Creates, reads and finds; with ``owner`` (people created earlier on the same data) reads and finds only."""
     context = multiprocessing.get_context("spawn")
-    results: list[Result] = []
+    run = GrpcRun([], dict(owner or {}), [])
     with context.Pool(client_processes) as pool:
 
         def phase(name: str, operation: str, groups: list[list[Person]], ids: list[list[str]]) -> list[str]:
@@ -152,23 +195,47 @@ def grpc_figures(
                 Share(server.address, server.token, operation, group, id_group, concurrency // client_processes)
                 for group, id_group in zip(groups, ids, strict=True)
             ]
+            counted_before = _server_count(metrics_url, operation) if metrics_url else 0
             started = time.perf_counter()
             outcomes = pool.map(_run_share_blocking, shares)
             seconds = time.perf_counter() - started
             latencies = [value for outcome in outcomes for value in outcome[0]]
-            results.append(Result(name, len(latencies), seconds, latencies))
+            run.results.append(Result(name, len(latencies), seconds, latencies))
+            if metrics_url:
+                by_server = _server_count(metrics_url, operation) - counted_before
+                run.counted.append(Counted(name, len(latencies), by_server))
             return [cid for outcome in outcomes for cid in outcome[1]]
 
-        split = [people[n::client_processes] for n in range(client_processes)]
-        ordered_people = [person for group in split for person in group]
-        customer_ids = phase("grpc create", "create", split, [[] for _ in split])
-        owner = dict(zip((p.member_id for p in ordered_people), customer_ids, strict=True))
+        if owner is None:
+            split = [people[n::client_processes] for n in range(client_processes)]
+            ordered_people = [person for group in split for person in group]
+            customer_ids = phase("grpc create", "create", split, [[] for _ in split])
+            run.owner = dict(zip((p.member_id for p in ordered_people), customer_ids, strict=True))
         rng = random.Random(1)
         sample = [people[rng.randrange(len(people))] for _ in range(reads)]
         groups = [sample[n::client_processes] for n in range(client_processes)]
-        phase("grpc read", "read", [[] for _ in groups], [[owner[p.member_id] for p in g] for g in groups])
+        phase("grpc read", "read", [[] for _ in groups], [[run.owner[p.member_id] for p in g] for g in groups])
         phase("grpc find (mobile)", "find", groups, [[] for _ in groups])
-    return results
+    return run
+
+
+def metrics_overhead(
+    server: ServerProcess, people: list[Person], owner: dict[str, str], args: argparse.Namespace
+) -> list[tuple[str, float]]:
+    """Read and find ops/s with the metrics endpoint on ÷ off: the same stopped server restarted on the same data,
+    alternately without and with PIIVAULT_METRICS_LISTEN (``--overhead-pairs`` times each, rates summed)."""
+    rates: dict[bool, dict[str, float]] = {False: {}, True: {}}
+    metered_env = dict(server.env)
+    bare_env = {name: value for name, value in metered_env.items() if name != "PIIVAULT_METRICS_LISTEN"}
+    for _ in range(args.overhead_pairs):
+        for metered in (False, True):
+            server.env = metered_env if metered else bare_env
+            with server:
+                run = grpc_figures(server, people, args.reads, args.concurrency, args.client_processes, owner=owner)
+            for result in run.results:
+                rates[metered][result.name] = rates[metered].get(result.name, 0.0) + result.rate
+    server.env = metered_env
+    return [(name, rates[True][name] / rates[False][name]) for name in rates[False]]
 
 
 def in_process_figures(data_dir: Path, people: Sequence[Person], reads: int) -> list[Result]:
@@ -274,6 +341,12 @@ def main() -> None:
     parser.add_argument("--provider-creates", type=int, default=2000, help="creates for the key-provider comparison")
     parser.add_argument("--server-processes", type=int, default=2)
     parser.add_argument("--server-workers", type=int, default=8, help="RPC threads per server process")
+    parser.add_argument(
+        "--overhead-pairs",
+        type=int,
+        default=1,
+        help="server restarts without and with metrics, for the metrics overhead (0: not measured)",
+    )
     args = parser.parse_args()
     people = People(seed=11).many(args.creates)
     with tempfile.TemporaryDirectory(prefix="piivault-bench-") as scratch:
@@ -286,11 +359,19 @@ def main() -> None:
             "PIIVAULT_LOOKUPS_PER_MINUTE": "0",
             "PIIVAULT_LOOKUPS_PER_DAY": "0",
         }
-        with ServerProcess(root / "grpc", server_env) as server:
-            over_grpc = grpc_figures(server, people, args.reads, args.concurrency, args.client_processes)
+        metrics_port = free_port()
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        metered_env = {**server_env, "PIIVAULT_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"}
+        main_server = ServerProcess(root / "grpc", metered_env)
+        with main_server:
+            main_run = grpc_figures(
+                main_server, people, args.reads, args.concurrency, args.client_processes, metrics_url=metrics_url
+            )
+        over_grpc = main_run.results
+        overhead = metrics_overhead(main_server, people, main_run.owner, args)
         unaudited_command = [sys.executable, "-m", "bench.unaudited_server"]
-        with ServerProcess(root / "grpc-unaudited", server_env, unaudited_command) as server:
-            without_audit = grpc_figures(server, people, args.reads, args.concurrency, args.client_processes)
+        with ServerProcess(root / "grpc-unaudited", metered_env, unaudited_command) as server:
+            without_audit = grpc_figures(server, people, args.reads, args.concurrency, args.client_processes).results
         direct = in_process_figures(root / "direct", people, args.reads)
         providers = provider_figures(root / "providers", people[: args.provider_creates], args.reads)
     print(
@@ -301,6 +382,15 @@ def main() -> None:
     print(f"{'operation':<24}{'count':>8}{'ops/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
     for result in over_grpc + direct:
         print(result.row())
+    print("requests counted by the benchmark and by the server (/metrics, summed over its processes):")
+    print(f"  {'phase':<22}{'benchmark':>10}{'server':>10}")
+    for counted in main_run.counted:
+        print(counted.row())
+    print("metrics overhead: ops/s with PIIVAULT_METRICS_LISTEN ÷ without (fresh servers, same data):")
+    if not overhead:
+        print("  not measured (--overhead-pairs 0)")
+    for name, ratio in overhead:
+        print(f"  {name.removeprefix('grpc '):<22}{ratio:>8.2f}")
     print("the same gRPC run with audit recording patched out (bench/unaudited_server.py):")
     for result in without_audit:
         print(result.row().replace("grpc ", "grpc, no audit: ", 1))

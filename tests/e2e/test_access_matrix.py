@@ -1,5 +1,8 @@
 """The access matrix (issue 5, acceptance 1 and 4): every RPC x every role x every access state, over real gRPC.
 
+Every call goes through the SDK (``piivault.client``), one client per role on one channel; a client interceptor keeps
+each call, so that the status and metadata of successful replies are checked as well as those of refusals.
+
 Each cell calls one RPC as one role in one state and compares what the client received with an oracle written in this
 module from the documented behaviour (the role table, the purpose registry, the role field limits and the read rules
 of the specification). Nothing is imported from ``vault.auth.policy``, ``vault.auth.roles``, ``consent.purposes`` or
@@ -57,21 +60,20 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import field_mask_pb2, text_format
+from google.protobuf import text_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from piivault.v1 import audit_pb2, audit_pb2_grpc, consent_pb2, consent_pb2_grpc, keys_pb2, keys_pb2_grpc
+from piivault.client import PiiVault, PiiVaultError, RetryPolicy
+from piivault.v1 import audit_pb2, consent_pb2, keys_pb2
 from piivault.v1 import customers_pb2 as pb
-from piivault.v1 import customers_pb2_grpc as pb_grpc
 from tests.support.people import People, Person, customer_message
 from tests.support.scan import find_in_bytes, needles
 from vault.app import Vault
 
-Metadata = tuple[tuple[str, str], ...]
 Received = Sequence[tuple[str, str | bytes]]
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -463,11 +465,12 @@ _DETAIL_TYPES: tuple[type[Message], ...] = (
 )
 
 
-def _failure(error: grpc.RpcError) -> Reply:
-    trailing = tuple((item.key, item.value) for item in error.trailing_metadata() or ())
-    reply = Reply(error.code(), [], error.details() or "", str(error), trailing=trailing)
-    if isinstance(error, grpc.Call):  # the error raised by a call is the call itself, with its initial metadata
-        reply.initial = tuple(error.initial_metadata() or ())
+def _failure(error: PiiVaultError) -> Reply:
+    """What the client received with a refusal: the SDK's exception carries the call's status, its message, its
+    initial and trailing metadata, and (as ``__cause__``) gRPC's own error, whose text is scanned as well."""
+    trailing = tuple((key, value) for key, value in error.trailing_metadata)
+    reply = Reply(error.code, [], error.message, f"{error}\n{error!r}\n{error.__cause__}", trailing=trailing)
+    reply.initial = tuple(error.initial_metadata)
     for key, value in reply.trailing:
         if key != "grpc-status-details-bin":
             continue
@@ -485,27 +488,55 @@ def _failure(error: grpc.RpcError) -> Reply:
                     break
             else:
                 reply.problems.append(f"unexpected error detail {packed.type_url}")
+    if error.status != reply.status or list(error.details) != reply.status_details:
+        reply.problems.append("the SDK decoded the error details differently")
     return reply
 
 
-Req = TypeVar("Req", bound=Message)
-Resp = TypeVar("Resp", bound=Message)
+if TYPE_CHECKING:  # grpc-stubs makes these generic; the runtime classes are not subscriptable
+    _Interceptors = (
+        grpc.UnaryUnaryClientInterceptor[Any, Any],
+        grpc.UnaryStreamClientInterceptor[Any, Any],
+        grpc.StreamUnaryClientInterceptor[Any, Any],
+    )
+else:
+    _Interceptors = (
+        grpc.UnaryUnaryClientInterceptor,
+        grpc.UnaryStreamClientInterceptor,
+        grpc.StreamUnaryClientInterceptor,
+    )
 
 
-def unary(method: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req, metadata: Metadata) -> Reply:
+class CallRecorder(*_Interceptors):  # type: ignore[misc]
+    """A client interceptor on the SDK's channel that keeps the last call, so that a cell can read the status and the
+    initial and trailing metadata of a successful reply too (the SDK returns only the response message)."""
+
+    def __init__(self) -> None:
+        self.last: Any = None
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.last = continuation(details, request)
+        return self.last
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.last = continuation(details, request)
+        return self.last
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        self.last = continuation(details, requests)
+        return self.last
+
+
+def observe(world: World, send: Callable[[], Message | list[Message]]) -> Reply:
+    """Make one call through the SDK and collect everything the client received."""
+    world.recorder.last = None
     try:
-        response, call = method.with_call(request, metadata=metadata, timeout=60)
-    except grpc.RpcError as error:
+        result = send()
+    except PiiVaultError as error:
         return _failure(error)
-    return Reply(call.code(), [response], call.details() or "", "", call.initial_metadata(), call.trailing_metadata())
-
-
-def stream(method: grpc.UnaryStreamMultiCallable[Req, Resp], request: Req, metadata: Metadata) -> Reply:
-    call = method(request, metadata=metadata, timeout=120)
-    try:
-        messages: list[Message] = list(call)
-    except grpc.RpcError as error:
-        return _failure(error)
+    call = world.recorder.last
+    assert call is not None, "the SDK made no call"
+    messages = result if isinstance(result, list) else [result]
     return Reply(call.code(), messages, call.details() or "", "", call.initial_metadata(), call.trailing_metadata())
 
 
@@ -517,7 +548,8 @@ def stream(method: grpc.UnaryStreamMultiCallable[Req, Resp], request: Req, metad
 @dataclass
 class World:
     vault: Vault
-    channel: grpc.Channel
+    client: PiiVault  # on the recorder's channel; every role's client shares it
+    recorder: CallRecorder
     tokens: dict[str, str]
     subjects: list[Subject]  # everyone, created or not
     by_id: dict[str, Subject]  # the customers the vault should hold
@@ -528,15 +560,13 @@ class World:
     index: CanaryIndex = field(init=False)
 
     def __post_init__(self) -> None:
-        self.customers = pb_grpc.CustomerServiceStub(self.channel)
-        self.consents = consent_pb2_grpc.ConsentServiceStub(self.channel)
-        self.keys = keys_pb2_grpc.KeyServiceStub(self.channel)
-        self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
+        self.clients = {role: self.client.with_token(token) for role, token in self.tokens.items()}
         self.index = CanaryIndex(self.subjects)
 
-    def metadata(self, role: str) -> Metadata:
+    def caller(self, role: str) -> tuple[PiiVault, str]:
+        """The role's client, and a request id of its own for the next call."""
         self.calls += 1
-        return (("authorization", f"Bearer {self.tokens[role]}"), ("x-request-id", f"matrix-{self.calls}"))
+        return self.clients[role], f"matrix-{self.calls}"
 
     def register(self, subject: Subject, customer_id: str) -> None:
         subject.customer_id = customer_id
@@ -549,19 +579,18 @@ PROBE = "probe"  # the principal that checks refused writes had no effect (a dpo
 
 
 def _create(world: World, subject: Subject) -> None:
-    created = world.customers.CreateCustomer(
-        pb.CreateCustomerRequest(customer=subject.sent), metadata=world.metadata("service")
-    )
+    client, request_id = world.caller("service")
+    created = client.customers.create(subject.sent, request_id=request_id)
     world.register(subject, created.customer.customer_id)
 
 
 def _consent_change(world: World, subject: Subject, action: str, purpose: str, scope: str, role: str) -> Reply:
-    metadata = world.metadata(role)
+    client, request_id = world.caller(role)
     if action == "grant":
-        reply = unary(
-            world.consents.GrantConsent,
-            consent_pb2.GrantConsentRequest(
-                customer_id=subject.customer_id,
+        reply = observe(
+            world,
+            lambda: client.consent.grant(
+                subject.customer_id,
                 purpose=purpose,
                 scope=consent_pb2.CONSENT_SCOPE_SENSITIVE
                 if scope == SENSITIVE_SCOPE
@@ -569,20 +598,22 @@ def _consent_change(world: World, subject: Subject, action: str, purpose: str, s
                 notice_version="v2",
                 notice_sha256=NOTICE_SHA256,
                 channel=consent_pb2.CONSENT_CHANNEL_POS,
+                request_id=request_id,
             ),
-            metadata,
         )
         if reply.code is OK:
             subject.granted.add((purpose, scope))
             subject.recorded.add((purpose, scope))
             subject.records += 1
         return reply
-    reply = unary(
-        world.consents.WithdrawConsent,
-        consent_pb2.WithdrawConsentRequest(
-            customer_id=subject.customer_id, purpose=purpose, channel=consent_pb2.CONSENT_CHANNEL_CALL_CENTRE
+    reply = observe(
+        world,
+        lambda: client.consent.withdraw(
+            subject.customer_id,
+            purpose=purpose,
+            channel=consent_pb2.CONSENT_CHANNEL_CALL_CENTRE,
+            request_id=request_id,
         ),
-        metadata,
     )
     if reply.code is OK:
         # Scope unspecified withdraws every scope the purpose has.
@@ -593,7 +624,7 @@ def _consent_change(world: World, subject: Subject, action: str, purpose: str, s
     return reply
 
 
-def build_world(vault: Vault, channel: grpc.Channel) -> World:
+def build_world(vault: Vault, address: str) -> World:
     tokens = {role: vault.tokens.create(f"{role}-matrix", role).secret for role in ROLES}
     tokens[PROBE + "-dpo"] = vault.tokens.create("probe-dpo", "dpo").secret
     tokens[PROBE + "-admin"] = vault.tokens.create("probe-admin", "admin").secret
@@ -603,7 +634,16 @@ def build_world(vault: Vault, channel: grpc.Channel) -> World:
         for i, person in enumerate(people)
     ]
     pool = iter(subjects)
-    world = World(vault, channel, tokens, subjects, {}, {}, {}, {})
+    recorder = CallRecorder()
+    client = PiiVault(
+        address,
+        None,
+        default_timeout=60,
+        stream_timeout=120,
+        retry=RetryPolicy.disabled(),  # every UNAVAILABLE is a wrong cell, never retried away
+        interceptors=[recorder],
+    )
+    world = World(vault, client, recorder, tokens, subjects, {}, {}, {}, {})
     for state in STATES:
         world.state_subject[state.name] = next(pool)
         for role in ROLES:
@@ -625,78 +665,66 @@ def build_world(vault: Vault, channel: grpc.Channel) -> World:
 
 def invoke(world: World, cell: Cell) -> Reply:
     method = cell.rpc.rsplit("/", 1)[1]
-    metadata = world.metadata(cell.role)
+    client, rid = world.caller(cell.role)
     subject = world.state_subject[cell.state.name]
     purpose = cell.state.purpose(cell.role)
+    send: Callable[[], Message | list[Message]]
     if method == "CreateCustomer":
         target = world.create_subject[cell.state.name, cell.role]
-        return unary(world.customers.CreateCustomer, pb.CreateCustomerRequest(customer=target.sent), metadata)
-    if method == "UpdateCustomer":
+        send = lambda: client.customers.create(target.sent, request_id=rid)  # noqa: E731
+    elif method == "UpdateCustomer":
         target = world.update_subject[cell.state.name, cell.role]
-        return unary(
-            world.customers.UpdateCustomer,
-            pb.UpdateCustomerRequest(
-                customer=pb.Customer(customer_id=target.customer_id, address=target.new_address),
-                update_mask=field_mask_pb2.FieldMask(paths=["address"]),
-                expected_version=1,
-            ),
-            metadata,
+        send = lambda: client.customers.update(  # noqa: E731
+            pb.Customer(customer_id=target.customer_id, address=target.new_address),
+            fields=["address"],
+            expected_version=1,
+            request_id=rid,
         )
-    if method == "ImportCustomers":
+    elif method == "ImportCustomers":
         # The state's customer again, by its stored mobile alone: an import merges it, and has nothing to fill.
         row = pb.ImportCustomersRequest(source="matrix", row=2, customer=pb.Customer(mobile=subject.stored.mobile))
-        try:
-            response, call = world.customers.ImportCustomers.with_call(iter([row]), metadata=metadata, timeout=60)
-        except grpc.RpcError as error:
-            return _failure(error)
-        return Reply(
-            call.code(), [response], call.details() or "", "", call.initial_metadata(), call.trailing_metadata()
-        )
-    if method in ("MergeCustomers", "SplitCustomer"):
+        send = lambda: client.imports.customers(iter([row]), request_id=rid, timeout=60)  # noqa: E731
+    elif method in ("MergeCustomers", "SplitCustomer"):
         # Identity operations on customers that do not exist: an allowed role reaches the service and gets NOT_FOUND
         # (nothing of anyone is touched); every other role is refused before that.
         nobody = "00000000-0000-4000-8000-000000000000"
         if method == "MergeCustomers":
-            merge = pb.MergeCustomersRequest(survivor_id=nobody, duplicate_id=nobody.replace("0000-4000", "0001-4000"))
-            return unary(world.customers.MergeCustomers, merge, metadata)
-        return unary(
-            world.customers.SplitCustomer, pb.SplitCustomerRequest(customer_id=nobody, fields=["email"]), metadata
+            other = nobody.replace("0000-4000", "0001-4000")
+            send = lambda: client.customers.merge(nobody, other, request_id=rid)  # noqa: E731
+        else:
+            send = lambda: client.customers.split(nobody, ["email"], request_id=rid)  # noqa: E731
+    elif method == "GetCustomer":
+        send = lambda: client.customers.get(subject.customer_id, purpose=purpose, request_id=rid)  # noqa: E731
+    elif method == "FindCustomers":
+        send = lambda: client.customers.find(  # noqa: E731
+            mobile=subject.person.mobile, purpose=purpose, request_id=rid
         )
-    if method == "GetCustomer":
-        request = pb.GetCustomerRequest(customer_id=subject.customer_id, purpose=purpose)
-        return unary(world.customers.GetCustomer, request, metadata)
-    if method == "FindCustomers":
-        find = pb.FindCustomersRequest(mobile=subject.person.mobile, purpose=purpose)
-        return unary(world.customers.FindCustomers, find, metadata)
-    if method == "ListCustomers":
-        listing = pb.ListCustomersRequest(page_size=500, purpose=purpose)
-        return unary(world.customers.ListCustomers, listing, metadata)
-    if method == "GrantConsent":
+    elif method == "ListCustomers":
+        send = lambda: client.customers.list(page_size=500, purpose=purpose, request_id=rid)  # noqa: E731
+    elif method == "GrantConsent":
         return _consent_change(world, subject, "grant", "analytics", STANDARD, cell.role)
-    if method == "WithdrawConsent":
+    elif method == "WithdrawConsent":
         return _consent_change(world, subject, "withdraw", "analytics", "", cell.role)
-    if method == "ListConsents":
-        return unary(
-            world.consents.ListConsents, consent_pb2.ListConsentsRequest(customer_id=subject.customer_id), metadata
-        )
-    if method == "GetConsentHistory":
-        history = consent_pb2.GetConsentHistoryRequest(customer_id=subject.customer_id, page_size=1000)
-        return unary(world.consents.GetConsentHistory, history, metadata)
-    if method == "GetKeyStatus":
-        return unary(world.keys.GetKeyStatus, keys_pb2.GetKeyStatusRequest(), metadata)
-    if method == "RotateKek":
-        return stream(world.keys.RotateKek, keys_pb2.RotateKekRequest(), metadata)
-    if method == "RewrapKeys":
-        return stream(world.keys.RewrapKeys, keys_pb2.RewrapKeysRequest(), metadata)
-    if method == "SetMinDecryptionVersion":
-        minimum = keys_pb2.SetMinDecryptionVersionRequest(version=1)
-        return unary(world.keys.SetMinDecryptionVersion, minimum, metadata)
-    if method == "QueryEvents":
-        return stream(world.audit.QueryEvents, audit_pb2.QueryEventsRequest(page_size=AUDIT_PAGE), metadata)
-    if method == "VerifyChain":
-        return unary(world.audit.VerifyChain, audit_pb2.VerifyChainRequest(), metadata)
-    assert method == "GetCheckpoint", method
-    return unary(world.audit.GetCheckpoint, audit_pb2.GetCheckpointRequest(), metadata)
+    elif method == "ListConsents":
+        send = lambda: client.consent.list(subject.customer_id, request_id=rid)  # noqa: E731
+    elif method == "GetConsentHistory":
+        send = lambda: client.consent.history(subject.customer_id, page_size=1000, request_id=rid)  # noqa: E731
+    elif method == "GetKeyStatus":
+        send = lambda: client.keys.status(request_id=rid)  # noqa: E731
+    elif method == "RotateKek":
+        send = lambda: list(client.keys.rotate_kek(request_id=rid))  # noqa: E731
+    elif method == "RewrapKeys":
+        send = lambda: list(client.keys.rewrap_keys(request_id=rid))  # noqa: E731
+    elif method == "SetMinDecryptionVersion":
+        send = lambda: client.keys.set_min_decryption_version(1, request_id=rid)  # noqa: E731
+    elif method == "QueryEvents":
+        send = lambda: list(client.audit.query_events(page_size=AUDIT_PAGE, request_id=rid))  # noqa: E731
+    elif method == "VerifyChain":
+        send = lambda: client.audit.verify_chain(request_id=rid)  # noqa: E731
+    else:
+        assert method == "GetCheckpoint", method
+        send = lambda: client.audit.get_checkpoint(request_id=rid)  # noqa: E731
+    return observe(world, send)
 
 
 def check_customer(shown: pb.Customer, subject: Subject, clear: frozenset[str]) -> list[str]:
@@ -901,31 +929,28 @@ Snapshot = Callable[[World, Cell], object]
 
 def _no_customer_with_mobile(world: World, cell: Cell) -> object:
     target = world.create_subject[cell.state.name, cell.role]
-    found = world.customers.FindCustomers(
-        pb.FindCustomersRequest(mobile=target.person.mobile, purpose="dsar"), metadata=world.metadata(PROBE + "-dpo")
-    )
+    client, request_id = world.caller(PROBE + "-dpo")
+    found = client.customers.find(mobile=target.person.mobile, purpose="dsar", request_id=request_id)
     return len(found.customers)
 
 
 def _stored_address(world: World, cell: Cell) -> object:
     target = world.update_subject[cell.state.name, cell.role]
-    read = world.customers.GetCustomer(
-        pb.GetCustomerRequest(customer_id=target.customer_id, purpose="dsar"), metadata=world.metadata(PROBE + "-dpo")
-    )
+    client, request_id = world.caller(PROBE + "-dpo")
+    read = client.customers.get(target.customer_id, purpose="dsar", request_id=request_id)
     return (read.customer.version, read.customer.address)
 
 
 def _consent_records(world: World, cell: Cell) -> object:
     subject = world.state_subject[cell.state.name]
-    history = world.consents.GetConsentHistory(
-        consent_pb2.GetConsentHistoryRequest(customer_id=subject.customer_id, page_size=1000),
-        metadata=world.metadata(PROBE + "-dpo"),
-    )
+    client, request_id = world.caller(PROBE + "-dpo")
+    history = client.consent.history(subject.customer_id, page_size=1000, request_id=request_id)
     return len(history.records)
 
 
 def _key_versions(world: World, cell: Cell) -> object:
-    status = world.keys.GetKeyStatus(keys_pb2.GetKeyStatusRequest(), metadata=world.metadata(PROBE + "-admin"))
+    client, request_id = world.caller(PROBE + "-admin")
+    status = client.keys.status(request_id=request_id)
     return (status.latest_version, status.min_decryption_version, tuple(status.versions))
 
 
@@ -974,8 +999,8 @@ def run_cell(world: World, cell: Cell) -> Outcome:
     return Outcome(cell, expected, reply, problems)
 
 
-def run_matrix(vault: Vault, channel: grpc.Channel) -> tuple[World, list[Outcome]]:
-    world = build_world(vault, channel)
+def run_matrix(vault: Vault, address: str) -> tuple[World, list[Outcome]]:
+    world = build_world(vault, address)
     cells = list(CELLS)
     random.Random(SHUFFLE_SEED).shuffle(cells)
     return world, [run_cell(world, cell) for cell in cells]
@@ -1043,25 +1068,29 @@ def test_the_oracle_restates_the_specification() -> None:
     assert slots == CONSENT_SLOTS
 
 
-def test_access_matrix(vault: Vault, channel: grpc.Channel) -> None:
-    world, outcomes = run_matrix(vault, channel)
-    failures = [f"{o.cell.name}: {'; '.join(o.problems)}" for o in outcomes if o.problems]
-    assert not failures, f"{len(failures)} of {len(outcomes)} cells wrong:\n" + "\n".join(sorted(failures))
+def test_access_matrix(vault: Vault, address: str) -> None:
+    world, outcomes = run_matrix(vault, address)
+    try:
+        failures = [f"{o.cell.name}: {'; '.join(o.problems)}" for o in outcomes if o.problems]
+        assert not failures, f"{len(failures)} of {len(outcomes)} cells wrong:\n" + "\n".join(sorted(failures))
 
-    # Acceptance 4, checked from the replies alone. The analyst never receives a plaintext field value of anyone.
-    for outcome in outcomes:
-        if outcome.cell.role == "analyst":
-            assert world.index.found_in(outcome.reply.blob()) == [], outcome.cell.name
-            assert outcome.reply.code is DENIED, outcome.cell.name
-    # The auditor reads and verifies the audit log, and nothing else.
-    auditor = {(o.cell.state.name, o.cell.rpc): o.reply.code for o in outcomes if o.cell.role == "auditor"}
-    assert {key for key, code in auditor.items() if code is OK} == {
-        (state.name, rpc) for state in STATES for rpc in AUDIT_RPCS
-    }
-    assert {code for key, code in auditor.items() if key[1] not in AUDIT_RPCS} == {DENIED}
-    # The whole audit log, as the auditor reads it, holds no personal value of anyone.
-    log = stream(world.audit.QueryEvents, audit_pb2.QueryEventsRequest(page_size=100_000), world.metadata("auditor"))
-    assert log.code is OK
-    assert sum(len(m.events) for m in log.messages if isinstance(m, audit_pb2.QueryEventsResponse)) > len(outcomes)
-    assert world.index.found_in(log.blob()) == []
-    assert world.vault.audit_verifier.verify().intact
+        # Acceptance 4, checked from the replies alone. The analyst never receives a plaintext field value of anyone.
+        for outcome in outcomes:
+            if outcome.cell.role == "analyst":
+                assert world.index.found_in(outcome.reply.blob()) == [], outcome.cell.name
+                assert outcome.reply.code is DENIED, outcome.cell.name
+        # The auditor reads and verifies the audit log, and nothing else.
+        auditor = {(o.cell.state.name, o.cell.rpc): o.reply.code for o in outcomes if o.cell.role == "auditor"}
+        assert {key for key, code in auditor.items() if code is OK} == {
+            (state.name, rpc) for state in STATES for rpc in AUDIT_RPCS
+        }
+        assert {code for key, code in auditor.items() if key[1] not in AUDIT_RPCS} == {DENIED}
+        # The whole audit log, as the auditor reads it, holds no personal value of anyone.
+        reader, request_id = world.caller("auditor")
+        log = observe(world, lambda: list(reader.audit.query_events(page_size=100_000, request_id=request_id)))
+        assert log.code is OK
+        assert sum(len(m.events) for m in log.messages if isinstance(m, audit_pb2.QueryEventsResponse)) > len(outcomes)
+        assert world.index.found_in(log.blob()) == []
+        assert world.vault.audit_verifier.verify().intact
+    finally:
+        world.client.close()

@@ -9,27 +9,13 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from audit.events import AuditEvent
 from audit.queries import AuditQueries, EventFilter
-from piivault.v1 import (
-    analytics_pb2,
-    analytics_pb2_grpc,
-    audit_pb2,
-    audit_pb2_grpc,
-    consent_pb2,
-    consent_pb2_grpc,
-    dsar_pb2,
-    dsar_pb2_grpc,
-    keys_pb2,
-    keys_pb2_grpc,
-    purchases_pb2,
-    purchases_pb2_grpc,
-)
+from piivault.client import InvalidArgument, PiiVault, PiiVaultError, Unavailable
+from piivault.v1 import consent_pb2, dsar_pb2, purchases_pb2
 from piivault.v1 import customers_pb2 as pb
-from piivault.v1 import customers_pb2_grpc as pb_grpc
 from tests.support.people import People, Person, customer_message, dpo
 from tests.support.scan import find_in_bytes, needles
 from vault.app import Vault
@@ -59,13 +45,13 @@ NOTICE_SHA256 = hashlib.sha256("短信营销告知 v3".encode()).hexdigest()
 @dataclass
 class World:
     vault: Vault
-    channel: grpc.Channel
+    client: PiiVault
     person: Person
     customer_id: str
     tokens: dict[str, str]
 
-    def metadata(self, role: str, request_id: str) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.tokens[role]}"), ("x-request-id", request_id))
+    def as_role(self, role: str) -> PiiVault:
+        return self.client.with_token(self.tokens[role])
 
 
 # What an RPC records does not depend on where the KEK lives: the local keyring is enough (both databases still run).
@@ -73,25 +59,18 @@ pytestmark = pytest.mark.local_keyring
 
 
 @pytest.fixture
-def world(vault: Vault, channel: grpc.Channel, people: People) -> World:
+def world(vault: Vault, client: PiiVault, people: People) -> World:
     tokens = {
         role: vault.tokens.create(f"{role}-1", role).secret
         for role in ("service", "admin", "auditor", "dpo", "analyst")
     }
     person = people.next()
-    stub = pb_grpc.CustomerServiceStub(channel)
-    created = stub.CreateCustomer(
-        pb.CreateCustomerRequest(customer=customer_message(person)),
-        metadata=(("authorization", f"Bearer {tokens['service']}"),),
-    )
-    return World(vault, channel, person, created.customer.customer_id, tokens)
+    created = client.with_token(tokens["service"]).customers.create(customer_message(person))
+    return World(vault, client, person, created.customer.customer_id, tokens)
 
 
-Call = Callable[[World, tuple[tuple[str, str], ...], bool], object]
-
-
-def _customers(world: World) -> pb_grpc.CustomerServiceStub:
-    return pb_grpc.CustomerServiceStub(world.channel)
+# (world, the acting client, the call's request id, whether to send a valid request)
+Call = Callable[[World, PiiVault, str, bool], object]
 
 
 def _duplicate(world: World) -> str:
@@ -108,10 +87,6 @@ def _duplicate(world: World) -> str:
             update(CustomerRow).where(CustomerRow.customer_id == world.customer_id).values(address_ct=None)
         )
     return created.customer_id
-
-
-def _dsar(world: World) -> dsar_pb2_grpc.DsarServiceStub:
-    return dsar_pb2_grpc.DsarServiceStub(world.channel)
 
 
 def _request(world: World, type_: DsarType, verified: bool = True) -> str:
@@ -131,319 +106,242 @@ RPCS: list[tuple[str, str, Call, tuple[str, ...]]] = [
     (
         CUSTOMER + "CreateCustomer",
         "service",
-        lambda w, md, ok: _customers(w).CreateCustomer(
-            pb.CreateCustomerRequest(customer=pb.Customer(name="新客", mobile="13700001111" if ok else "12")),
-            metadata=md,
+        lambda w, c, rid, ok: c.customers.create(
+            pb.Customer(name="新客", mobile="13700001111" if ok else "12"), request_id=rid
         ),
         ("mobile", "name"),
     ),
     (
         CUSTOMER + "GetCustomer",
         "service",
-        lambda w, md, ok: _customers(w).GetCustomer(
-            pb.GetCustomerRequest(customer_id=w.customer_id if ok else "not-an-id", purpose=PURPOSE), metadata=md
-        ),
+        lambda w, c, rid, ok: c.customers.get(w.customer_id if ok else "not-an-id", purpose=PURPOSE, request_id=rid),
         ("mobile", "name"),
     ),
     (
         CUSTOMER + "UpdateCustomer",
         "service",
-        lambda w, md, ok: _customers(w).UpdateCustomer(
-            pb.UpdateCustomerRequest(
-                customer=pb.Customer(customer_id=w.customer_id, address="新地址"),
-                update_mask=field_mask_pb2.FieldMask(paths=["address" if ok else "no_such_field"]),
-                expected_version=1,
-            ),
-            metadata=md,
+        lambda w, c, rid, ok: c.customers.update(
+            pb.Customer(customer_id=w.customer_id, address="新地址"),
+            fields=["address" if ok else "no_such_field"],
+            expected_version=1,
+            request_id=rid,
         ),
         (),  # the last event is the duplicate's erasure; the merge event before it names the fields gained
     ),
     (
         CUSTOMER + "FindCustomers",
         "service",
-        lambda w, md, ok: _customers(w).FindCustomers(
-            pb.FindCustomersRequest(mobile=w.person.mobile if ok else "abc", purpose=PURPOSE), metadata=md
+        lambda w, c, rid, ok: c.customers.find(
+            mobile=w.person.mobile if ok else "abc", purpose=PURPOSE, request_id=rid
         ),
         ("mobile", "email"),
     ),
     (
         CUSTOMER + "ListCustomers",
         "service",
-        lambda w, md, ok: _customers(w).ListCustomers(
-            pb.ListCustomersRequest(page_size=10 if ok else -1, purpose=PURPOSE), metadata=md
-        ),
+        lambda w, c, rid, ok: c.customers.list(page_size=10 if ok else -1, purpose=PURPOSE, request_id=rid),
         ("mobile",),
     ),
     (
         CONSENT + "GrantConsent",
         "service",
-        lambda w, md, ok: consent_pb2_grpc.ConsentServiceStub(w.channel).GrantConsent(
-            consent_pb2.GrantConsentRequest(
-                customer_id=w.customer_id,
-                purpose="marketing_sms",
-                scope=consent_pb2.CONSENT_SCOPE_STANDARD,
-                notice_version="v3",
-                notice_sha256=NOTICE_SHA256 if ok else "not-a-digest",
-                channel=consent_pb2.CONSENT_CHANNEL_POS,
-            ),
-            metadata=md,
+        lambda w, c, rid, ok: c.consent.grant(
+            w.customer_id,
+            purpose="marketing_sms",
+            scope=consent_pb2.CONSENT_SCOPE_STANDARD,
+            notice_version="v3",
+            notice_sha256=NOTICE_SHA256 if ok else "not-a-digest",
+            channel=consent_pb2.CONSENT_CHANNEL_POS,
+            request_id=rid,
         ),
         (),
     ),
     (
         CONSENT + "WithdrawConsent",
         "service",
-        lambda w, md, ok: consent_pb2_grpc.ConsentServiceStub(w.channel).WithdrawConsent(
-            consent_pb2.WithdrawConsentRequest(
-                customer_id=w.customer_id,
-                purpose="marketing_sms" if ok else "order_fulfilment",
-                channel=consent_pb2.CONSENT_CHANNEL_CALL_CENTRE,
-            ),
-            metadata=md,
+        lambda w, c, rid, ok: c.consent.withdraw(
+            w.customer_id,
+            purpose="marketing_sms" if ok else "order_fulfilment",
+            channel=consent_pb2.CONSENT_CHANNEL_CALL_CENTRE,
+            request_id=rid,
         ),
         (),
     ),
     (
         CONSENT + "ListConsents",
         "service",
-        lambda w, md, ok: consent_pb2_grpc.ConsentServiceStub(w.channel).ListConsents(
-            consent_pb2.ListConsentsRequest(customer_id=w.customer_id if ok else "x"), metadata=md
-        ),
+        lambda w, c, rid, ok: c.consent.list(w.customer_id if ok else "x", request_id=rid),
         (),
     ),
     (
         CONSENT + "GetConsentHistory",
         "service",
-        lambda w, md, ok: consent_pb2_grpc.ConsentServiceStub(w.channel).GetConsentHistory(
-            consent_pb2.GetConsentHistoryRequest(customer_id=w.customer_id, page_size=10 if ok else -1), metadata=md
-        ),
+        lambda w, c, rid, ok: c.consent.history(w.customer_id, page_size=10 if ok else -1, request_id=rid),
         (),
     ),
     (
         DSAR + "OpenRequest",
         "dpo",
-        lambda w, md, ok: _dsar(w).OpenRequest(
-            dsar_pb2.OpenRequestRequest(
-                customer_id=w.customer_id, type=dsar_pb2.DSAR_TYPE_ACCESS if ok else dsar_pb2.DSAR_TYPE_UNSPECIFIED
-            ),
-            metadata=md,
+        lambda w, c, rid, ok: c.dsar.open(
+            dsar_pb2.DSAR_TYPE_ACCESS if ok else dsar_pb2.DSAR_TYPE_UNSPECIFIED,
+            customer_id=w.customer_id,
+            request_id=rid,
         ),
         (),
     ),
     (
         DSAR + "VerifyRequest",
         "dpo",
-        lambda w, md, ok: _dsar(w).VerifyRequest(
-            dsar_pb2.VerifyRequestRequest(request_id=_id(w, DsarType.ACCESS, ok, verified=False)), metadata=md
-        ),
+        lambda w, c, rid, ok: c.dsar.verify(_id(w, DsarType.ACCESS, ok, verified=False), request_id=rid),
         (),
     ),
     (
         DSAR + "RejectRequest",
         "dpo",
-        lambda w, md, ok: _dsar(w).RejectRequest(
-            dsar_pb2.RejectRequestRequest(
-                request_id=_request(w, DsarType.ACCESS, verified=False),
-                reason=dsar_pb2.REJECTION_REASON_DUPLICATE if ok else dsar_pb2.REJECTION_REASON_UNSPECIFIED,
-                text="已于上月答复同一请求",
-            ),
-            metadata=md,
+        lambda w, c, rid, ok: c.dsar.reject(
+            _request(w, DsarType.ACCESS, verified=False),
+            reason=dsar_pb2.REJECTION_REASON_DUPLICATE if ok else dsar_pb2.REJECTION_REASON_UNSPECIFIED,
+            text="已于上月答复同一请求",
+            request_id=rid,
         ),
         (),
     ),
     (
         DSAR + "GetRequest",
         "dpo",
-        lambda w, md, ok: _dsar(w).GetRequest(
-            dsar_pb2.GetRequestRequest(request_id=_id(w, DsarType.ACCESS, ok)), metadata=md
-        ),
+        lambda w, c, rid, ok: c.dsar.get(_id(w, DsarType.ACCESS, ok), request_id=rid),
         (),
     ),
     (
         DSAR + "ListRequests",
         "dpo",
-        lambda w, md, ok: _dsar(w).ListRequests(dsar_pb2.ListRequestsRequest(page_size=10 if ok else -1), metadata=md),
+        lambda w, c, rid, ok: c.dsar.list(page_size=10 if ok else -1, request_id=rid),
         (),
     ),
     (
         DSAR + "ExportData",
         "dpo",
-        lambda w, md, ok: list(
-            _dsar(w).ExportData(dsar_pb2.ExportDataRequest(request_id=_id(w, DsarType.ACCESS, ok)), metadata=md)
-        ),
+        lambda w, c, rid, ok: c.dsar.export_data(_id(w, DsarType.ACCESS, ok), request_id=rid),
         ("mobile", "name", "national_id"),
     ),
     (
         DSAR + "EraseCustomer",
         "dpo",
-        lambda w, md, ok: _dsar(w).EraseCustomer(
-            dsar_pb2.EraseCustomerRequest(request_id=_id(w, DsarType.ERASURE, ok)), metadata=md
-        ),
+        lambda w, c, rid, ok: c.dsar.erase(_id(w, DsarType.ERASURE, ok), request_id=rid),
         (),
     ),
     (
         DSAR + "RectifyCustomer",
         "dpo",
-        lambda w, md, ok: _dsar(w).RectifyCustomer(
-            dsar_pb2.RectifyCustomerRequest(
-                request_id=_request(w, DsarType.RECTIFICATION),
-                customer=pb.Customer(name="更正后的名字"),
-                update_mask=field_mask_pb2.FieldMask(paths=["name" if ok else "no_such_field"]),
-            ),
-            metadata=md,
+        lambda w, c, rid, ok: c.dsar.rectify(
+            _request(w, DsarType.RECTIFICATION),
+            pb.Customer(name="更正后的名字"),
+            fields=["name" if ok else "no_such_field"],
+            request_id=rid,
         ),
         ("name",),
     ),
     (
         DSAR + "RestrictProcessing",
         "dpo",
-        lambda w, md, ok: _dsar(w).RestrictProcessing(
-            dsar_pb2.RestrictProcessingRequest(request_id=_id(w, DsarType.RESTRICTION, ok)), metadata=md
-        ),
+        lambda w, c, rid, ok: c.dsar.restrict(_id(w, DsarType.RESTRICTION, ok), request_id=rid),
         (),
     ),
     (
         DSAR + "LiftRestriction",
         "dpo",
-        lambda w, md, ok: _dsar(w).LiftRestriction(
-            dsar_pb2.LiftRestrictionRequest(customer_id=w.customer_id if ok else "x"), metadata=md
-        ),
+        lambda w, c, rid, ok: c.dsar.lift_restriction(w.customer_id if ok else "x", request_id=rid),
         (),
     ),
     (
         DSAR + "SetLegalHold",
         "dpo",
-        lambda w, md, ok: _dsar(w).SetLegalHold(
-            dsar_pb2.SetLegalHoldRequest(customer_id=w.customer_id if ok else "x", hold=True), metadata=md
-        ),
+        lambda w, c, rid, ok: c.dsar.set_legal_hold(w.customer_id if ok else "x", hold=True, request_id=rid),
         (),
     ),
     (
         CUSTOMER + "ImportCustomers",
         "service",
-        lambda w, md, ok: _customers(w).ImportCustomers(
-            iter(
-                [
-                    pb.ImportCustomersRequest(
-                        source="crm", row=2, customer=pb.Customer(name="导入", mobile="13700002222")
-                    )
-                ]
-            ),
-            metadata=md,
+        lambda w, c, rid, ok: c.imports.customers(
+            [pb.ImportCustomersRequest(source="crm", row=2, customer=pb.Customer(name="导入", mobile="13700002222"))],
+            request_id=rid,
         ),
         ("mobile", "name"),
     ),
     (
         CUSTOMER + "MergeCustomers",
         "service",
-        lambda w, md, ok: _customers(w).MergeCustomers(
-            pb.MergeCustomersRequest(survivor_id=w.customer_id, duplicate_id=_duplicate(w) if ok else w.customer_id),
-            metadata=md,
-        ),
+        lambda w, c, rid, ok: c.customers.merge(w.customer_id, _duplicate(w) if ok else w.customer_id, request_id=rid),
         (),  # the last event is the duplicate's erasure; the merge event before it names the fields gained
     ),
     (
         CUSTOMER + "SplitCustomer",
         "service",
-        lambda w, md, ok: _customers(w).SplitCustomer(
-            pb.SplitCustomerRequest(customer_id=w.customer_id, fields=["email"] if ok else ["shoe_size"]),
-            metadata=md,
-        ),
+        lambda w, c, rid, ok: c.customers.split(w.customer_id, ["email"] if ok else ["shoe_size"], request_id=rid),
         ("email",),
     ),
     (
         PURCHASES + "RecordPurchase",
         "service",
-        lambda w, md, ok: purchases_pb2_grpc.PurchaseServiceStub(w.channel).RecordPurchase(
-            purchases_pb2.RecordPurchaseRequest(
-                customer_id=w.customer_id, purchase=_purchase(uuid.uuid4().hex, "CNY" if ok else "元")
-            ),
-            metadata=md,
+        lambda w, c, rid, ok: c.purchases.record(
+            w.customer_id, _purchase(uuid.uuid4().hex, "CNY" if ok else "元"), request_id=rid
         ),
         (),
     ),
     (
         PURCHASES + "RecordPurchases",
         "service",
-        lambda w, md, ok: purchases_pb2_grpc.PurchaseServiceStub(w.channel).RecordPurchases(
-            iter(
-                [
-                    purchases_pb2.RecordPurchasesRequest(
-                        customer_id=w.customer_id, purchase=_purchase(uuid.uuid4().hex)
-                    )
-                    for _ in range(3)
-                ]
-            ),
-            metadata=md,
+        lambda w, c, rid, ok: c.purchases.record_many(
+            [(w.customer_id, _purchase(uuid.uuid4().hex)) for _ in range(3)], request_id=rid
         ),
         (),
     ),
     (
         ANALYTICS + "ExportPurchases",
         "analyst",
-        lambda w, md, ok: list(
-            analytics_pb2_grpc.AnalyticsServiceStub(w.channel).ExportPurchases(
-                analytics_pb2.ExportPurchasesRequest(cursor="" if ok else "not-a-cursor"), metadata=md
-            )
-        ),
+        lambda w, c, rid, ok: list(c.analytics.export_purchases(cursor="" if ok else "not-a-cursor", request_id=rid)),
         (),
     ),
     (
         KEYS + "GetKeyStatus",
         "admin",
-        lambda w, md, ok: keys_pb2_grpc.KeyServiceStub(w.channel).GetKeyStatus(
-            keys_pb2.GetKeyStatusRequest(), metadata=md
-        ),
+        lambda w, c, rid, ok: c.keys.status(request_id=rid),
         (),
     ),
     (
         KEYS + "RotateKek",
         "admin",
-        lambda w, md, ok: list(
-            keys_pb2_grpc.KeyServiceStub(w.channel).RotateKek(keys_pb2.RotateKekRequest(), metadata=md)
-        ),
+        lambda w, c, rid, ok: list(c.keys.rotate_kek(request_id=rid)),
         (),
     ),
     (
         KEYS + "RewrapKeys",
         "admin",
-        lambda w, md, ok: list(
-            keys_pb2_grpc.KeyServiceStub(w.channel).RewrapKeys(keys_pb2.RewrapKeysRequest(), metadata=md)
-        ),
+        lambda w, c, rid, ok: list(c.keys.rewrap_keys(request_id=rid)),
         (),
     ),
     (
         KEYS + "SetMinDecryptionVersion",
         "admin",
-        lambda w, md, ok: keys_pb2_grpc.KeyServiceStub(w.channel).SetMinDecryptionVersion(
-            keys_pb2.SetMinDecryptionVersionRequest(version=1 if ok else 99), metadata=md
-        ),
+        lambda w, c, rid, ok: c.keys.set_min_decryption_version(1 if ok else 99, request_id=rid),
         (),
     ),
     (
         AUDIT + "QueryEvents",
         "auditor",
-        lambda w, md, ok: list(
-            audit_pb2_grpc.AuditServiceStub(w.channel).QueryEvents(
-                audit_pb2.QueryEventsRequest(page_size=5 if ok else -5), metadata=md
-            )
-        ),
+        lambda w, c, rid, ok: list(c.audit.query_events(page_size=5 if ok else -5, request_id=rid)),
         (),
     ),
     (
         AUDIT + "VerifyChain",
         "auditor",
-        lambda w, md, ok: audit_pb2_grpc.AuditServiceStub(w.channel).VerifyChain(
-            audit_pb2.VerifyChainRequest(), metadata=md
-        ),
+        lambda w, c, rid, ok: c.audit.verify_chain(request_id=rid),
         (),
     ),
     (
         AUDIT + "GetCheckpoint",
         "auditor",
-        lambda w, md, ok: audit_pb2_grpc.AuditServiceStub(w.channel).GetCheckpoint(
-            audit_pb2.GetCheckpointRequest(), metadata=md
-        ),
+        lambda w, c, rid, ok: c.audit.get_checkpoint(request_id=rid),
         (),
     ),
 ]
@@ -481,16 +379,12 @@ def test_every_rpc_is_audited(
 ) -> None:
     request_id = "rq-" + uuid.uuid4().hex
     acting = {"ok": role, "invalid": role, "denied": "auditor" if role != "auditor" else "service"}.get(case, role)
-    metadata = (
-        (("x-request-id", request_id), ("authorization", "Bearer pvt_" + "x" * 43))
-        if case == "unauthenticated"
-        else world.metadata(acting, request_id)
-    )
+    caller = world.client.with_token("pvt_" + "x" * 43) if case == "unauthenticated" else world.as_role(acting)
     try:
-        call(world, metadata, case != "invalid")
+        call(world, caller, request_id, case != "invalid")
         code = grpc.StatusCode.OK
-    except grpc.RpcError as error:
-        code = error.code()
+    except PiiVaultError as error:
+        code = error.code
     expected_code = {
         "ok": grpc.StatusCode.OK,
         "denied": grpc.StatusCode.PERMISSION_DENIED,
@@ -533,12 +427,9 @@ def test_every_rpc_is_audited(
 
 
 def test_a_customers_access_history_is_queryable(world: World) -> None:
-    stub = _customers(world)
+    service = world.as_role("service")
     for _ in range(3):
-        stub.GetCustomer(
-            pb.GetCustomerRequest(customer_id=world.customer_id, purpose=PURPOSE),
-            metadata=world.metadata("service", "x"),
-        )
+        service.customers.get(world.customer_id, purpose=PURPOSE, request_id="x")
     history = [
         event
         for chunk in AuditQueries(world.vault.database).events(EventFilter(customer_id=world.customer_id))
@@ -548,14 +439,9 @@ def test_a_customers_access_history_is_queryable(world: World) -> None:
 
 
 def test_audit_query_filter_must_be_a_customer_id(world: World) -> None:
-    audit = audit_pb2_grpc.AuditServiceStub(world.channel)
-    with pytest.raises(grpc.RpcError) as caught:
-        list(
-            audit.QueryEvents(
-                audit_pb2.QueryEventsRequest(customer_id="13800138000 张三"), metadata=world.metadata("auditor", "q")
-            )
-        )
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(InvalidArgument) as caught:
+        list(world.as_role("auditor").audit.query_events(customer_id="13800138000 张三", request_id="q"))
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
     text = repr(list(AuditQueries(world.vault.database).events(EventFilter()))).encode()
     assert b"13800138000" not in text
 
@@ -563,11 +449,8 @@ def test_audit_query_filter_must_be_a_customer_id(world: World) -> None:
 def test_a_database_error_in_the_audit_write_is_unavailable_and_returns_nothing(world: World) -> None:
     with world.vault.database.write() as connection:
         connection.exec_driver_sql("DROP TABLE audit_subjects")
-    with pytest.raises(grpc.RpcError) as caught:
-        _customers(world).GetCustomer(
-            pb.GetCustomerRequest(customer_id=world.customer_id, purpose=PURPOSE),
-            metadata=world.metadata("service", "broken"),
-        )
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert caught.value.details() == "a dependency of the vault is unavailable; retry later"
-    assert world.person.name not in str(caught.value)
+    with pytest.raises(Unavailable) as caught:
+        world.as_role("service").customers.get(world.customer_id, purpose=PURPOSE, request_id="broken")
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.message == "a dependency of the vault is unavailable; retry later"
+    assert world.person.name not in str(caught.value) and world.person.name not in str(caught.value.__cause__)

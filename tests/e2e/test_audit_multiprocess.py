@@ -7,11 +7,10 @@ import threading
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 
+from piivault.client import PiiVault, PiiVaultError, RetryPolicy
 from piivault.v1 import customers_pb2 as pb
-from piivault.v1 import customers_pb2_grpc as pb_grpc
 from tests.conftest import PostgresDatabases
 from tests.support.people import People
 from tests.support.server import ServerProcess
@@ -32,32 +31,31 @@ def test_two_processes_one_chain(tmp_path: Path, postgres_databases: PostgresDat
         deadline = time.monotonic() + SECONDS
 
         def drive(offset: int) -> None:
-            # Several channels per thread, each its own connection, so both processes get traffic.
-            channel = grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)])
-            stub = pb_grpc.CustomerServiceStub(channel)
+            # A client per thread, each its own connection, so both processes get traffic. No retries: a failed
+            # call must count as failed.
+            client = PiiVault(
+                server.address,
+                server.token,
+                retry=RetryPolicy.disabled(),
+                channel_options=[("grpc.use_local_subchannel_pool", 1)],
+            )
             n = offset
             last = ""
             while time.monotonic() < deadline and n < len(people):
                 person = people[n]
                 try:
                     if last and n % 3:
-                        stub.GetCustomer(
-                            pb.GetCustomerRequest(customer_id=last, purpose="customer_service"),
-                            metadata=server.metadata,
-                        )
+                        client.customers.get(last, purpose="customer_service")
                     else:
-                        reply = stub.CreateCustomer(
-                            pb.CreateCustomerRequest(customer=pb.Customer(name=person.name, mobile=person.mobile)),
-                            metadata=server.metadata,
-                        )
+                        reply = client.customers.create(pb.Customer(name=person.name, mobile=person.mobile))
                         last = reply.customer.customer_id
                     with lock:
                         counts["ok"] += 1
-                except grpc.RpcError:
+                except PiiVaultError:
                     with lock:
                         counts["failed"] += 1
                 n += 8
-            channel.close()
+            client.close()
 
         threads = [threading.Thread(target=drive, args=(k,)) for k in range(8)]
         for thread in threads:

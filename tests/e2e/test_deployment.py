@@ -22,11 +22,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
+from piivault.client import PiiVault
 from piivault.v1 import customers_pb2 as pb
-from piivault.v1 import customers_pb2_grpc as pb_grpc
 from tests.conftest import PostgresDatabases
 from tests.support.people import People, caller
 from tests.support.server import ServerProcess, free_port, run_cli
@@ -129,49 +128,30 @@ def test_two_replicas_one_postgresql_as_the_readme_says(
         assert len(replicas) == 2, "README: the deployment steps must start the replicas with `piivault serve`"
         assert env["PIIVAULT_KEY_PROVIDER"] == "vault-transit"
         token = (work / "pos.token").read_text().strip()
-        metadata = (("authorization", f"Bearer {token}"),)
         people = People(seed=88).many(40)
 
-        with (
-            grpc.insecure_channel(replicas[0].address) as to_a,
-            grpc.insecure_channel(replicas[1].address) as to_b,
-        ):
-            created = pb_grpc.CustomerServiceStub(to_a).CreateCustomer(
-                pb.CreateCustomerRequest(customer=pb.Customer(name=people[0].name, mobile=people[0].mobile)),
-                metadata=metadata,
-            )
-            read = pb_grpc.CustomerServiceStub(to_b).GetCustomer(
-                pb.GetCustomerRequest(customer_id=created.customer.customer_id, purpose="customer_service"),
-                metadata=metadata,
-            )
+        with PiiVault(replicas[0].address, token) as via_a, PiiVault(replicas[1].address, token) as via_b:
+            created = via_a.customers.create(pb.Customer(name=people[0].name, mobile=people[0].mobile))
+            read = via_b.customers.get(created.customer.customer_id, purpose="customer_service")
             assert read.customer.name == people[0].name  # one database, one KEK: B decrypts what A wrote
 
         # The README's client-side balancing: one channel, both replicas, round_robin.
         target = "ipv4:" + ",".join(replica.address for replica in replicas)
-        with grpc.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")]) as balanced:
-            stub = pb_grpc.CustomerServiceStub(balanced)
+        balanced = PiiVault(
+            target, token, allow_insecure=True, channel_options=[("grpc.lb_policy_name", "round_robin")]
+        )
+        with balanced:
             ids = [
-                stub.CreateCustomer(
-                    pb.CreateCustomerRequest(
-                        customer=pb.Customer(name=person.name, mobile=person.mobile), request_id=f"deploy-{n}"
-                    ),
-                    metadata=metadata,
-                ).customer.customer_id
-                for n, person in enumerate(people[1:])
+                balanced.customers.create(pb.Customer(name=person.name, mobile=person.mobile)).customer.customer_id
+                for person in people[1:]
             ]
             for customer_id in ids:
-                stub.GetCustomer(
-                    pb.GetCustomerRequest(customer_id=customer_id, purpose="customer_service"), metadata=metadata
-                )
-            # One replica goes away (SIGTERM: NOT_SERVING, GOAWAY, drain); the balanced channel carries on with B.
+                balanced.customers.get(customer_id, purpose="customer_service")
+            # One replica goes away (SIGTERM: NOT_SERVING, GOAWAY, drain); the balanced channel carries on with B
+            # (the SDK retries UNAVAILABLE for reads, within the call's deadline).
             assert replicas[0].stop(signal.SIGTERM) == 0
             for customer_id in ids:
-                reply = stub.GetCustomer(
-                    pb.GetCustomerRequest(customer_id=customer_id, purpose="customer_service"),
-                    metadata=metadata,
-                    timeout=10,
-                    wait_for_ready=True,
-                )
+                reply = balanced.customers.get(customer_id, purpose="customer_service", timeout=10)
                 assert reply.customer.customer_id == customer_id
         assert replicas[1].stop(signal.SIGTERM) == 0
         started = ['"server.started"' in replica.log_path.read_text() for replica in replicas]

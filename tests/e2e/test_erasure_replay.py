@@ -6,11 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-import grpc
 import pytest
 
+from piivault.client import NotFound, PiiVault, RetryPolicy
 from piivault.v1 import customers_pb2 as pb
-from piivault.v1 import customers_pb2_grpc as pb_grpc
 from tests.support.people import People, caller
 from tests.support.server import ServerProcess
 from vault.app import Vault
@@ -22,14 +21,8 @@ def test_restored_backup_is_re_erased_before_the_server_reports_serving(tmp_path
     server = ServerProcess(tmp_path)
     server.start()
     people = People(seed=41).many(2)
-    with grpc.insecure_channel(server.address) as channel:
-        stub = pb_grpc.CustomerServiceStub(channel)
-        ids = [
-            stub.CreateCustomer(
-                pb.CreateCustomerRequest(customer=pb.Customer(name=p.name, mobile=p.mobile)), metadata=server.metadata
-            ).customer.customer_id
-            for p in people
-        ]
+    with PiiVault(server.address, server.token, retry=RetryPolicy.disabled()) as client:
+        ids = [client.customers.create(pb.Customer(name=p.name, mobile=p.mobile)).customer.customer_id for p in people]
     server.stop()
     database_file = server.data_dir / "var" / "piivault.db"
     shutil.copy(database_file, tmp_path / "backup.db")
@@ -47,16 +40,10 @@ def test_restored_backup_is_re_erased_before_the_server_reports_serving(tmp_path
         Path(str(database_file) + suffix).unlink(missing_ok=True)
     server.log_path.write_text("")
     server.start()  # returns once the health check says SERVING
-    with grpc.insecure_channel(server.address) as channel:
-        stub = pb_grpc.CustomerServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.GetCustomer(
-                pb.GetCustomerRequest(customer_id=ids[0], purpose="customer_service"), metadata=server.metadata
-            )
-        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-        kept = stub.GetCustomer(
-            pb.GetCustomerRequest(customer_id=ids[1], purpose="customer_service"), metadata=server.metadata
-        )
+    with PiiVault(server.address, server.token, retry=RetryPolicy.disabled()) as client:
+        with pytest.raises(NotFound):
+            client.customers.get(ids[0], purpose="customer_service")
+        kept = client.customers.get(ids[1], purpose="customer_service")
         assert kept.customer.name == people[1].name
     server.stop()
     events = [json.loads(line)["event"] for line in server.log_path.read_text().splitlines()]

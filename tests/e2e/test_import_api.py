@@ -1,18 +1,18 @@
-"""ImportCustomers over gRPC (client streaming): merged rows, rejected rows with the field, one customer per person."""
+"""ImportCustomers through the SDK (client streaming): merged rows, rejected rows with the field, one customer per
+person."""
 
 from __future__ import annotations
 
-import grpc
+from collections.abc import Callable
 
+from piivault.client import PiiVault
 from piivault.v1 import customers_pb2 as pb
-from piivault.v1 import customers_pb2_grpc as pb_grpc
 from tests.support.people import People
 from tests.support.scan import find_in_bytes, needles
-from vault.app import Vault
 
 
-def test_import_customers_streams_rows_and_merges(vault: Vault, channel: grpc.Channel, people: People) -> None:
-    auth = (("authorization", f"Bearer {vault.tokens.create('crm-import', 'service').secret}"),)
+def test_import_customers_streams_rows_and_merges(as_role: Callable[[str, str], PiiVault], people: People) -> None:
+    crm = as_role("crm-import", "service")
     person = people.next()
     m = person.mobile
     rows = [
@@ -23,7 +23,7 @@ def test_import_customers_streams_rows_and_merges(vault: Vault, channel: grpc.Ch
         pb.ImportCustomersRequest(row=4, customer=pb.Customer(name="x", mobile="12")),
         pb.ImportCustomersRequest(row=5, customer=pb.Customer(mobile=m, gender=99)),  # type: ignore[arg-type]
     ]
-    results = pb_grpc.CustomerServiceStub(channel).ImportCustomers(iter(rows), metadata=auth).results
+    results = crm.imports.customers(iter(rows)).results
     assert [(r.row, r.outcome, r.reason, r.field) for r in results] == [
         (2, "created", "", ""),
         (3, "merged", "", ""),

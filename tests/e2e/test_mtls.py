@@ -1,4 +1,4 @@
-"""TLS and mTLS over real gRPC (in-process server): client certificates as a second way to authenticate.
+"""TLS and mTLS through the SDK (in-process server): client certificates as a second way to authenticate.
 
 The server under test requires a client certificate signed by the test CA (grpcio cannot ask for one optionally), so
 every client here presents one; a bearer token, when sent, still decides who the caller is.
@@ -18,9 +18,8 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from piivault.cli.main import app as cli
-from piivault.v1 import audit_pb2, audit_pb2_grpc
+from piivault.client import PiiVault, PiiVaultError, RetryPolicy, TlsConfig
 from piivault.v1 import customers_pb2 as pb
-from piivault.v1 import customers_pb2_grpc as pb_grpc
 from tests.support.certs import Issued, TestPki
 from tests.support.people import People, customer_message
 from tests.support.scan import sqlite_files, table_dump
@@ -30,7 +29,6 @@ from vault.config import ConfigError, Settings
 from vault.storage.db import Database
 from vault.storage.models import AuditEventRow, ClientCertificateRow
 
-Metadata = tuple[tuple[str, str], ...]
 StartServer = Callable[..., RunningServer]
 
 
@@ -72,29 +70,29 @@ def mtls_server(start_tls: StartServer, pki: TestPki) -> RunningServer:
     return start_tls(tls_client_ca=pki.ca_path, tls_require_client_cert=True)
 
 
-def connect(server: RunningServer, pki: TestPki, client: Issued | None = None) -> grpc.Channel:
-    credentials = grpc.ssl_channel_credentials(
+def connect(server: RunningServer, pki: TestPki, client: Issued | None = None, token: str | None = None) -> PiiVault:
+    """The SDK over TLS, trusting the test CA, presenting ``client``'s certificate (mTLS) when given. Calls are sent
+    once: a refused handshake must show as UNAVAILABLE, not be retried."""
+    tls = TlsConfig(
         root_certificates=pki.ca_pem,
-        private_key=client.key_pem if client else None,
         certificate_chain=client.cert_pem if client else None,
+        private_key=client.key_pem if client else None,
     )
-    return grpc.secure_channel(f"127.0.0.1:{server.port}", credentials)
+    return PiiVault(f"127.0.0.1:{server.port}", token, tls=tls, retry=RetryPolicy.disabled())
 
 
-def create(channel: grpc.Channel, people: People, metadata: Metadata = ()) -> pb.Customer:
-    stub = pb_grpc.CustomerServiceStub(channel)
-    request = pb.CreateCustomerRequest(customer=customer_message(people.next()))
-    return stub.CreateCustomer(request, metadata=metadata, timeout=10).customer
+def create(client: PiiVault, people: People) -> pb.Customer:
+    return client.customers.create(customer_message(people.next()), timeout=10).customer
 
 
 def refused(call: Callable[[], object]) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as caught:
+    with pytest.raises(PiiVaultError) as caught:
         call()
-    return caught.value.code()
+    return caught.value.code
 
 
-def bearer(vault: Vault, principal: str, role: str) -> Metadata:
-    return (("authorization", f"Bearer {vault.tokens.create(principal, role).secret}"),)
+def bearer(vault: Vault, principal: str, role: str) -> str:
+    return vault.tokens.create(principal, role).secret
 
 
 def test_a_registered_certificate_authenticates_with_its_roles_rights(
@@ -103,16 +101,14 @@ def test_a_registered_certificate_authenticates_with_its_roles_rights(
     pos, auditor = pki.client("till-7.shop-42.example"), pki.client("audit-box.example")
     vault.certificates.register(pos.cert_pem, "pos-shop-42", "service")
     vault.certificates.register(auditor.cert_pem, "audit-box", "auditor")
-    with connect(mtls_server, pki, pos) as channel:
-        created = create(channel, people)  # no token at all
+    with connect(mtls_server, pki, pos) as client:
+        created = create(client, people)  # no token at all
     assert created.customer_id
-    with connect(mtls_server, pki, auditor) as channel:
-        assert refused(lambda: create(channel, people)) == grpc.StatusCode.PERMISSION_DENIED
+    with connect(mtls_server, pki, auditor) as client:
+        assert refused(lambda: create(client, people)) == grpc.StatusCode.PERMISSION_DENIED
         events = [
             event
-            for reply in audit_pb2_grpc.AuditServiceStub(channel).QueryEvents(
-                audit_pb2.QueryEventsRequest(action="/piivault.v1.CustomerService/CreateCustomer"), timeout=10
-            )
+            for reply in client.audit.query_events(action="/piivault.v1.CustomerService/CreateCustomer", timeout=10)
             for event in reply.events
         ]
     # The audit log names the registered principal, never the certificate's subject.
@@ -128,8 +124,8 @@ def test_an_unregistered_certificate_from_the_same_ca_is_unauthenticated(
 ) -> None:
     vault.certificates.register(pki.client("known.example").cert_pem, "known", "service")
     stranger = pki.client("stranger.example")
-    with connect(mtls_server, pki, stranger) as channel:
-        assert refused(lambda: create(channel, people)) == grpc.StatusCode.UNAUTHENTICATED
+    with connect(mtls_server, pki, stranger) as client:
+        assert refused(lambda: create(client, people)) == grpc.StatusCode.UNAUTHENTICATED
     with vault.database.read() as connection:
         outcomes = connection.execute(select(AuditEventRow.outcome, AuditEventRow.principal)).all()
     assert ("unauthenticated", "") in [tuple(row) for row in outcomes]  # refused calls are audited too
@@ -140,10 +136,10 @@ def test_a_revoked_certificate_is_unauthenticated(
 ) -> None:
     pos = pki.client("till-9.example")
     info = vault.certificates.register(pos.cert_pem, "pos-till-9", "service")
-    with connect(mtls_server, pki, pos) as channel:
-        create(channel, people)
+    with connect(mtls_server, pki, pos) as client:
+        create(client, people)
         vault.certificates.revoke(info.cert_id)
-        assert refused(lambda: create(channel, people)) == grpc.StatusCode.UNAUTHENTICATED
+        assert refused(lambda: create(client, people)) == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_a_bearer_token_works_over_tls_and_takes_precedence_over_the_certificate(
@@ -152,18 +148,18 @@ def test_a_bearer_token_works_over_tls_and_takes_precedence_over_the_certificate
     service = bearer(vault, "web-shop", "service")
     # TLS without client certificates: tokens as before.
     tls_only = start_tls()
-    with connect(tls_only, pki) as channel:
-        assert create(channel, people, service).customer_id
-        assert refused(lambda: create(channel, people)) == grpc.StatusCode.UNAUTHENTICATED
+    with connect(tls_only, pki, token=service) as client:
+        assert create(client, people).customer_id
+        assert refused(lambda: create(client.with_token(None), people)) == grpc.StatusCode.UNAUTHENTICATED
     # mTLS: the token decides whenever one is sent, whatever the certificate says.
     auditor, unregistered = pki.client("auditor.example"), pki.client("unregistered.example")
     vault.certificates.register(auditor.cert_pem, "audit-box", "auditor")
-    with connect(mtls_server, pki, auditor) as channel:
-        assert create(channel, people, service).customer_id  # service token over an auditor certificate
-        wrong = (("authorization", "Bearer pvt_" + "A" * 43),)
-        assert refused(lambda: create(channel, people, wrong)) == grpc.StatusCode.UNAUTHENTICATED
-    with connect(mtls_server, pki, unregistered) as channel:
-        assert create(channel, people, service).customer_id
+    with connect(mtls_server, pki, auditor, token=service) as client:
+        assert create(client, people).customer_id  # service token over an auditor certificate
+        wrong = client.with_token("pvt_" + "A" * 43)
+        assert refused(lambda: create(wrong, people)) == grpc.StatusCode.UNAUTHENTICATED
+    with connect(mtls_server, pki, unregistered, token=service) as client:
+        assert create(client, people).customer_id
 
 
 def test_with_a_required_client_certificate_nobody_connects_without_one(
@@ -173,12 +169,13 @@ def test_with_a_required_client_certificate_nobody_connects_without_one(
     foreign = TestPki(tmp_path / "foreign", "Someone Else's CA")
     foreign_client = foreign.client("foreign.example")
     vault.certificates.register(foreign_client.cert_pem, "foreign", "service")  # registered, but not our CA
-    with connect(mtls_server, pki) as channel:
-        assert refused(lambda: create(channel, people, service)) == grpc.StatusCode.UNAVAILABLE
-    with connect(mtls_server, foreign, foreign_client) as channel:
-        assert refused(lambda: create(channel, people, service)) == grpc.StatusCode.UNAVAILABLE
-    with grpc.insecure_channel(f"127.0.0.1:{mtls_server.port}") as channel:
-        assert refused(lambda: create(channel, people, service)) == grpc.StatusCode.UNAVAILABLE
+    with connect(mtls_server, pki, token=service) as client:
+        assert refused(lambda: create(client, people)) == grpc.StatusCode.UNAVAILABLE
+    with connect(mtls_server, foreign, foreign_client, token=service) as client:
+        assert refused(lambda: create(client, people)) == grpc.StatusCode.UNAVAILABLE
+    address = f"127.0.0.1:{mtls_server.port}"
+    with PiiVault(address, service, retry=RetryPolicy.disabled()) as plaintext:  # no TLS at all
+        assert refused(lambda: create(plaintext, people)) == grpc.StatusCode.UNAVAILABLE
 
 
 def test_the_certificate_and_its_subject_never_reach_the_database(
@@ -186,8 +183,8 @@ def test_the_certificate_and_its_subject_never_reach_the_database(
 ) -> None:
     pos = pki.client("till-0815.zhongshan-road-store.example")
     info = vault.certificates.register(pos.cert_pem, "pos-zhongshan", "service")
-    with connect(mtls_server, pki, pos) as channel:
-        create(channel, people)
+    with connect(mtls_server, pki, pos) as client:
+        create(client, people)
     vault.writer.close()  # flush and stop the group committer, so that everything written is on disk
     if database.engine.dialect.name == "sqlite":
         assert database.engine.url.database is not None

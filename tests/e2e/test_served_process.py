@@ -1,4 +1,7 @@
-"""`piivault serve` as a real process: migrate, token create, health, reflection via `buf curl`, SIGTERM, clean logs."""
+"""`piivault serve` as a real process: migrate, token create, health, reflection via `buf curl`, SIGTERM, clean logs.
+
+The API is driven through the SDK, except in the `buf curl` test, whose point is the README's `buf curl` commands.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
+from piivault.client import InvalidArgument, PiiVault, RetryPolicy
 from piivault.v1 import customers_pb2 as pb
-from piivault.v1 import customers_pb2_grpc as pb_grpc
 from tests.support.people import People
 from tests.support.scan import find_in_bytes, needles, sqlite_files
 from tests.support.server import ServerProcess
@@ -82,20 +84,11 @@ def buf_curl_list(server: ServerProcess) -> str:
 
 def test_sigterm_shuts_down_gracefully_and_logs_hold_no_pii(served: ServerProcess) -> None:
     people = People(seed=21).many(5)
-    with grpc.insecure_channel(served.address) as channel:
-        stub = pb_grpc.CustomerServiceStub(channel)
+    with PiiVault(served.address, served.token, retry=RetryPolicy.disabled()) as client:
         for person in people:
-            stub.CreateCustomer(
-                pb.CreateCustomerRequest(
-                    customer=pb.Customer(name=person.name, mobile=person.mobile, national_id=person.national_id)
-                ),
-                metadata=served.metadata,
-            )
-        with pytest.raises(grpc.RpcError):  # an invalid call is logged too
-            stub.CreateCustomer(
-                pb.CreateCustomerRequest(customer=pb.Customer(name=people[0].name, mobile="1" + people[0].mobile)),
-                metadata=served.metadata,
-            )
+            client.customers.create(pb.Customer(name=person.name, mobile=person.mobile, national_id=person.national_id))
+        with pytest.raises(InvalidArgument):  # an invalid call is logged too
+            client.customers.create(pb.Customer(name=people[0].name, mobile="1" + people[0].mobile))
     assert served.stop(signal.SIGTERM) == 0
     log = served.log_path.read_bytes()
     events = [json.loads(line) for line in log.splitlines()]
@@ -108,20 +101,11 @@ def test_sigterm_shuts_down_gracefully_and_logs_hold_no_pii(served: ServerProces
 
 def test_audit_exports_hold_no_personal_data(served: ServerProcess) -> None:
     people = People(seed=22).many(4)
-    with grpc.insecure_channel(served.address) as channel:
-        stub = pb_grpc.CustomerServiceStub(channel)
+    with PiiVault(served.address, served.token, retry=RetryPolicy.disabled()) as client:
         for person in people:
-            created = stub.CreateCustomer(
-                pb.CreateCustomerRequest(customer=pb.Customer(name=person.name, mobile=person.mobile)),
-                metadata=served.metadata,
-            )
-            stub.GetCustomer(
-                pb.GetCustomerRequest(customer_id=created.customer.customer_id, purpose="customer_service"),
-                metadata=served.metadata,
-            )
-            stub.FindCustomers(
-                pb.FindCustomersRequest(email=person.email, purpose="customer_service"), metadata=served.metadata
-            )
+            created = client.customers.create(pb.Customer(name=person.name, mobile=person.mobile))
+            client.customers.get(created.customer.customer_id, purpose="customer_service")
+            client.customers.find(email=person.email, purpose="customer_service")
     served.stop()
     exports = b""
     for output in ("csv", "json", "table"):

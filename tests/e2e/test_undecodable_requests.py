@@ -1,5 +1,8 @@
 """Messages that do not parse — invalid UTF-8 in a string field, truncated bytes — are INVALID_ARGUMENT (after
-authentication) and audited, never INTERNAL: gRPC's own answer for them would be "Exception deserializing request"."""
+authentication) and audited, never INTERNAL: gRPC's own answer for them would be "Exception deserializing request".
+
+These calls are raw on purpose: they send bytes the SDK cannot produce (its requests are valid protobuf messages), and
+an anonymous call with no metadata at all."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from types import TracebackType
 
@@ -51,10 +52,12 @@ class PrivateCluster:
     ``cluster.start()``, ``cluster.restart_immediate()``."""
 
     def __init__(self, base: Path) -> None:
-        self.base = base
-        self.data = base / "pgdata"
-        self.sockets = base / "pgsock"
-        self.log = base / "postgres.log"
+        # Not under ``base`` itself: pytest resets its temporary tree to mode 0700 whenever another pytest run starts,
+        # and then the postgres user could no longer reach the cluster. ``base`` only names it.
+        self.base = Path(tempfile.mkdtemp(prefix=f"piivault-pg-{base.name}-"))
+        self.data = self.base / "pgdata"
+        self.sockets = self.base / "pgsock"
+        self.log = self.base / "postgres.log"
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self._as_postgres = os.geteuid() == 0
@@ -66,7 +69,7 @@ class PrivateCluster:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.stop_immediate(missing_ok=True)
-        shutil.rmtree(self.data, ignore_errors=True)
+        shutil.rmtree(self.base, ignore_errors=True)
 
     def _run(self, args: list[str], timeout: float = 60) -> None:
         command = ["runuser", "-u", "postgres", "--", *args] if self._as_postgres else args
@@ -83,11 +86,6 @@ class PrivateCluster:
             entry = pwd.getpwnam("postgres")
             for path in (self.base, self.data, self.sockets, self.log):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-            # The base's parents (pytest's tmp tree is 0700 root) must be passable for the postgres user.
-            parent = self.base.parent
-            while parent != parent.parent and parent != Path("/tmp"):
-                os.chmod(parent, os.stat(parent).st_mode | 0o011)
-                parent = parent.parent
         initdb = _binary("initdb")
         assert initdb is not None
         self._run([initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])

@@ -1,13 +1,17 @@
 """The call guard: one server interceptor that authenticates, authorises, maps errors, audits failures and logs.
 
 Servicers stay thin: they convert, call one service method and convert back. Any ``PiivaultError`` they raise becomes
-its status from ``vault.api.status``; anything else becomes INTERNAL with a fixed message, and only the exception's
-type name is logged. Successful operations are audited by the services (inside their transactions); every failed or
-refused call — unauthenticated, denied, invalid, not found — is audited here, so no attempt goes unrecorded.
+its status from ``vault.api.status``; a database that cannot be reached or answer (SQLAlchemy's operational errors,
+whichever service let them through) becomes ``Unavailable``; anything else becomes INTERNAL with a fixed message, and
+only the exception's type name is logged. Every wait for PostgreSQL during a call is bounded
+(``vault.storage.db.answering_within``), so an unreachable database fails calls fast instead of holding their threads.
+Successful operations are audited by the services (inside their transactions); every failed or refused call —
+unauthenticated, denied, invalid, not found — is audited here, so no attempt goes unrecorded.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +20,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import structlog
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from audit.events import AuditDraft, Caller, is_customer_id
 from audit.log import AuditLog
@@ -24,7 +30,8 @@ from vault.api.status import internal_status, status_code_of, to_status
 from vault.auth.certificates import ClientCertificates
 from vault.auth.policy import PUBLIC_PREFIXES, authorize
 from vault.auth.tokens import Principal, TokenService
-from vault.errors import InvalidArgument, PiivaultError, Unauthenticated
+from vault.errors import InvalidArgument, PiivaultError, Unauthenticated, Unavailable
+from vault.storage.db import REQUEST_ANSWER_SECONDS, answering_within
 
 if TYPE_CHECKING:  # grpc-stubs makes these generic; the runtime classes are not subscriptable
     _Interceptor = grpc.ServerInterceptor[Any, Any]
@@ -35,6 +42,7 @@ else:
 
 _log = structlog.get_logger("piivault.rpc")
 _REQUEST_ID_MAX = 64
+_PURPOSE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _CERTIFICATE_REFUSED = "the client certificate is not registered, was revoked or has expired; or send a bearer token"
 
 
@@ -154,12 +162,22 @@ class _CallRecord:
         self.caller = Caller("", "", method, self.request_id, str(context.peer() or ""))
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
+        self._answers = answering_within(REQUEST_ANSWER_SECONDS)
 
     def __enter__(self) -> _CallRecord:
+        self._answers.__enter__()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         try:
+            if error is not None and _is_database_failure(error):
+                _log.warning(
+                    "rpc.database_unavailable",
+                    rpc=self.method,
+                    error_type=type(error).__name__,
+                    request_id=self.request_id,
+                )
+                error = Unavailable()
             if isinstance(error, PiivaultError):
                 self.code = status_code_of(error)
                 self._audit_failure(error)
@@ -172,6 +190,7 @@ class _CallRecord:
                 self._audit_failure(error)
                 self.context.abort_with_status(internal_status())
         finally:
+            self._answers.__exit__(None, None, None)
             _log.info(
                 "rpc",
                 rpc=self.method,
@@ -196,6 +215,17 @@ class _CallRecord:
                 request_id=self.request_id,
                 error_type=type(failure).__name__,
             )
+
+
+def _is_database_failure(error: BaseException) -> bool:
+    """The database is down, unreachable, out of space or timed out (not a bug of ours): UNAVAILABLE, retry later.
+
+    Services translate the failures they expect; this catches the rest (token lookups, reads), which would otherwise
+    reach the caller as INTERNAL. SQLAlchemy's message holds the statement and its parameters: it is never logged.
+    """
+    if isinstance(error, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def _subjects(request: Any) -> tuple[str, ...]:
@@ -239,9 +269,13 @@ def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
 
 
 def _purpose(request: Any) -> str:
-    """The purpose a request names (the audit event records it even when the call is refused)."""
+    """The purpose a request names (the audit event records it even when the call is refused).
+
+    Only a value shaped like a registry name (``consent.purposes``) is recorded: anything else may be personal data
+    sent in the wrong field, and the append-only audit log would keep it for good.
+    """
     purpose = getattr(request, "purpose", "")
-    return purpose if isinstance(purpose, str) else ""
+    return purpose if isinstance(purpose, str) and _PURPOSE_NAME.fullmatch(purpose) else ""
 
 
 def _is_abort(error: BaseException) -> bool:

@@ -14,7 +14,11 @@ from vault.api.context import current_caller
 from vault.crypto import CryptoError
 from vault.errors import FailedPrecondition, IntegrityError, Unavailable
 from vault.keys import rotation
+from vault.keys.local import KeyringError
 from vault.keys.provider import MinimumVersionRefused, ProviderUnavailable
+
+# A KEK given in PIIVAULT_LOCAL_KEK has no keyring file to add a version to or to record a minimum in.
+_KEK_FIXED = "the KEK comes from PIIVAULT_LOCAL_KEK and cannot be rotated or retired; use a keyring file"
 
 
 def _progress(step: rotation.RewrapProgress) -> pb.RewrapProgress:
@@ -74,6 +78,8 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
             )
         except MinimumVersionRefused as refused:
             raise FailedPrecondition(str(refused)) from None
+        except KeyringError:
+            raise FailedPrecondition(_KEK_FIXED) from None
         except ProviderUnavailable:
             raise Unavailable() from None
 
@@ -83,5 +89,7 @@ def _guarded(steps: Iterator[rotation.RewrapProgress]) -> Iterator[rotation.Rewr
         yield from steps
     except ProviderUnavailable:
         raise Unavailable() from None
+    except KeyringError:
+        raise FailedPrecondition(_KEK_FIXED) from None
     except CryptoError:
         raise IntegrityError() from None

@@ -10,12 +10,14 @@ from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import grpc
 import structlog
 from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import text
 
 from audit.queries import AuditQueries
 from piivault.v1 import (
@@ -42,8 +44,11 @@ from vault.api.dsar import DsarServicer
 from vault.api.guard import CallGuard
 from vault.api.keys import KeyServicer
 from vault.api.purchases import AnalyticsServicer, PurchaseServicer
+from vault.api.telemetry import RoleTagger, RpcTelemetry
 from vault.app import Vault
 from vault.config import ConfigError, Settings, check_tls
+from vault.observability import metrics, tracing
+from vault.storage.db import Database, answering_within
 
 _log = structlog.get_logger("piivault.server")
 SERVICE_NAMES = (
@@ -57,25 +62,87 @@ SERVICE_NAMES = (
 )
 
 
+HEALTH_PROBE_SECONDS = 1.0  # how often the health service re-checks the database
+
+
+class _DatabaseWatch:
+    """Keeps the health service honest: NOT_SERVING while the database does not answer, SERVING again once it does,
+    so that a load balancer or probe stops sending calls that could only fail. (A Vault outage does not count: cached
+    data keys keep serving reads, and calls that need Vault fail fast with UNAVAILABLE.)"""
+
+    def __init__(self, database: Database, servicer: health.HealthServicer, interval: float) -> None:
+        self._database = database
+        self._servicer = servicer
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._serving = True
+        self._thread = threading.Thread(target=self._run, name="health-database", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            answering = self._probe()
+            if answering == self._serving:
+                continue
+            self._serving = answering
+            status = health_pb2.HealthCheckResponse.SERVING if answering else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", *SERVICE_NAMES):
+                self._servicer.set(name, status)  # ignored once a graceful shutdown began
+            if answering:
+                _log.info("health.database_answering")
+            else:
+                _log.warning("health.database_unreachable")
+
+    def _probe(self) -> bool:
+        try:
+            with answering_within(self._interval * 2), self._database.read() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any failure to answer means the database cannot serve calls now
+            return False
+        return True
+
+
 @dataclass
 class RunningServer:
     server: grpc.Server
     health: health.HealthServicer
     port: int
+    metrics: metrics.MetricsEndpoint | None = None
+    watch: _DatabaseWatch | None = None
 
     def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, let in-flight calls finish for up to ``grace`` seconds, then stop."""
+        """Report NOT_SERVING, let in-flight calls finish for up to ``grace`` seconds, then stop (the metrics
+        endpoint last, so that a final scrape still sees the calls that drained)."""
+        if self.watch is not None:
+            self.watch.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.stop()
 
 
-def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = False) -> RunningServer:
+def start_server(
+    vault: Vault, listen: str | None = None, *, reuse_port: bool = False, serve_metrics: bool = True
+) -> RunningServer:
+    """``serve_metrics``: open the PIIVAULT_METRICS_LISTEN endpoint here (False in a worker process, whose parent
+    serves the sum of all workers' metrics)."""
     settings = vault.settings
     credentials = server_credentials(settings)  # first: a TLS file that cannot be used stops start-up at once
     limit = settings.max_receive_bytes
+    interceptors: list[Any] = [CallGuard(vault.tokens, vault.audit, vault.certificates)]
+    if settings.metrics_listen or tracing.active():  # outermost, to see every call and its final status
+        interceptors.insert(0, RpcTelemetry(metrics.RpcCounters() if settings.metrics_listen else None))
+    if tracing.active():
+        interceptors.append(RoleTagger())
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="rpc"),
-        interceptors=[CallGuard(vault.tokens, vault.audit, vault.certificates)],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 4 * limit),
@@ -111,10 +178,19 @@ def start_server(vault: Vault, listen: str | None = None, *, reuse_port: bool = 
             ) from None
     if port == 0:
         raise OSError("could not bind the listen address")
+    endpoint = None
+    if settings.metrics_listen and serve_metrics:
+        try:
+            endpoint = metrics.start_endpoint(settings.metrics_listen)
+        except ConfigError:
+            server.stop(None)
+            raise
     server.start()
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, health_servicer, port)
+    watch = _DatabaseWatch(vault.database, health_servicer, HEALTH_PROBE_SECONDS)
+    watch.start()
+    return RunningServer(server, health_servicer, port, endpoint, watch)
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -163,12 +239,24 @@ def serve(settings: Settings) -> None:
     """
     Vault.open(settings).close()
     server_credentials(settings)  # unreadable TLS files stop the parent, before any worker starts
+    tracing.check(settings)
     if settings.processes == 1:
         _serve_one(settings, reuse_port=False)
         return
+    # One metrics endpoint for all workers, in the parent: it must exist before they are spawned (see metrics).
+    endpoint = metrics.start_multiprocess_endpoint(settings.metrics_listen) if settings.metrics_listen else None
+    _announce_metrics(settings, endpoint)
+    try:
+        _run_workers(settings)
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
+
+
+def _run_workers(settings: Settings) -> None:
     context = multiprocessing.get_context("spawn")  # fork after grpc has started threads is unsafe
     workers = [
-        context.Process(target=_serve_one, args=(settings, True, n == 0), name=f"piivault-{n}")
+        context.Process(target=_serve_one, args=(settings, True, n == 0, False), name=f"piivault-{n}")
         for n in range(settings.processes)
     ]
     for worker in workers:
@@ -183,6 +271,11 @@ def serve(settings: Settings) -> None:
             os.kill(worker.pid, signal.SIGTERM)
     for worker in workers:
         worker.join(settings.shutdown_grace_seconds + 5)
+
+
+def _announce_metrics(settings: Settings, endpoint: metrics.MetricsEndpoint | None) -> None:
+    if endpoint is not None:
+        _log.info("metrics.started", listen=f"{settings.metrics_listen.rpartition(':')[0]}:{endpoint.port}")
 
 
 def _retention_loop(vault: Vault, interval: float, stopping: threading.Event) -> None:
@@ -209,17 +302,23 @@ def _stop_event() -> threading.Event:
     return stopping
 
 
-def _serve_one(settings: Settings, reuse_port: bool, schedule: bool = True) -> None:
+def _serve_one(settings: Settings, reuse_port: bool, schedule: bool = True, serve_metrics: bool = True) -> None:
     logs.configure(settings.log_level)
     vault = Vault.open(settings)
-    running = start_server(vault, reuse_port=reuse_port)
+    tracing.configure(settings)
+    running = start_server(vault, reuse_port=reuse_port, serve_metrics=serve_metrics)
     stopping = _stop_event()
     if schedule and settings.retention_interval_hours > 0:
         threading.Thread(
             target=_retention_loop, args=(vault, settings.retention_interval_hours * 3600, stopping), daemon=True
         ).start()
     _log.info("server.started", listen=settings.listen, key_provider=vault.provider.name, workers=settings.workers)
-    stopping.wait()
+    _announce_metrics(settings, running.metrics)
+    # With a timeout: Python runs signal handlers in the main thread only, and a SIGTERM the kernel hands to one of
+    # grpc's threads does not interrupt a wait without one — the worker then never stops (seen under load).
+    while not stopping.wait(1.0):
+        pass
     running.stop(settings.shutdown_grace_seconds)
+    tracing.shutdown()
     vault.close()
     _log.info("server.stopped")

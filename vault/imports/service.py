@@ -19,6 +19,7 @@ from vault.customers.models import PERSONAL_FIELDS, ExternalRef, Gender, Identif
 from vault.customers.service import CustomerService
 from vault.customers.validation import canonical_profile, require_identifier
 from vault.errors import InvalidArgument, NotFound, PiivaultError
+from vault.observability.metrics import count_import_rows
 from vault.purchases.models import Line, PurchaseInput
 from vault.purchases.service import PurchaseService
 
@@ -183,6 +184,7 @@ class ImportService:
         if pending:
             flush()
         summary.results.sort(key=lambda result: result.row)
+        count_import_rows("customers", (result.outcome for result in summary.results))
         return summary
 
     def _customer_row(self, caller: Caller, number: int, profile: Profile, owners: set[str]) -> RowResult:
@@ -241,6 +243,7 @@ class ImportService:
                 summary.add(RowResult(number, "recorded"))
             self._progress(1)
         summary.counts["duplicates"] = batch.duplicates
+        count_import_rows("purchases", (result.outcome for result in summary.results))
         return summary
 
     def _purchase_customer(self, values: dict[str, str], source: str) -> str:

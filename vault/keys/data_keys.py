@@ -40,19 +40,28 @@ class DataKeys:
         self._pool: list[tuple[SecretKey, WrappedKey]] = []
         self._pool_filled = 0.0
         self._pool_lock = threading.Lock()
+        self._refill_failed = float("-inf")
         self._clock = clock
 
     def __repr__(self) -> str:
         return f"DataKeys(provider={self.provider.name}, pooled={len(self._pool)})"
 
     def new_key(self) -> tuple[SecretKey, WrappedKey]:
-        """A fresh random DEK and its wrapped form, from the pool (refilled with one provider call when empty)."""
+        """A fresh random DEK and its wrapped form, from the pool (refilled with one provider call when empty).
+
+        Callers that queued behind a refill that failed fail with it, instead of each trying again in turn: with a
+        hanging provider, N queued creates would otherwise wait N provider deadlines, not one.
+        """
+        arrived = self._clock()
         with self._pool_lock:
             if not self._pool or self._clock() - self._pool_filled > POOL_MAX_AGE_SECONDS:
+                if self._refill_failed > arrived:
+                    raise Unavailable()
                 fresh = [SecretKey.generate() for _ in range(max(1, self._pool_size))]
                 try:
                     self._pool = list(zip(fresh, self.provider.wrap(fresh), strict=True))
                 except ProviderUnavailable:
+                    self._refill_failed = self._clock()
                     raise Unavailable() from None
                 self._pool_filled = self._clock()
             return self._pool.pop()

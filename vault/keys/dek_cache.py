@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from vault.crypto import SecretKey
+from vault.observability.metrics import DEK_CACHE_HITS, DEK_CACHE_MISSES
 
 
 class DekCache:
@@ -36,9 +37,11 @@ class DekCache:
                 if entry is not None:
                     del self._entries[key]
                 self.misses += 1
+                DEK_CACHE_MISSES.inc()
                 return None
             self._entries.move_to_end(key)
             self.hits += 1
+            DEK_CACHE_HITS.inc()
             return entry[1]
 
     def put(self, customer_id: str, wrapped_blob: str, dek: SecretKey) -> None:

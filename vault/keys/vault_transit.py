@@ -44,6 +44,7 @@ from requests.adapters import HTTPAdapter
 
 from vault.crypto import CryptoError, SecretKey
 from vault.keys.provider import KekStatus, ProviderConfigError, ProviderUnavailable, WrappedKey
+from vault.observability import vault_call
 
 KEY_TYPE = "aes256-gcm96"
 _BACKOFF_BASE_SECONDS = 0.05
@@ -506,7 +507,7 @@ class VaultTransitKeyProvider:
     def _call(self, op: _Operation, request: Callable[[], object]) -> object:
         """Run one Vault request with bounded, jittered retries of transient failures, all within the deadline."""
         deadline = time.monotonic() + self._deadline_seconds - _DEADLINE_MARGIN_SECONDS
-        with self._transport.deadline(deadline):
+        with vault_call(op.name), self._transport.deadline(deadline):
             attempt = 0
             relogged = False
             while True:

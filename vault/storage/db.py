@@ -4,16 +4,38 @@ SQLite: WAL journal (readers never block the writer), foreign keys on, a busy ti
 with ``BEGIN IMMEDIATE``. A deferred transaction that reads and then writes can fail at once with SQLITE_BUSY when
 another connection committed in between (the busy handler does not retry a lock upgrade); taking the write lock up
 front turns that into an ordinary wait.
+
+PostgreSQL: no wait for the server is unbounded on the request path. A server that is down refuses at once; one that
+is unreachable, or accepts and never answers (a partition behind a proxy, a hung server), would otherwise hold a request
+thread forever — psycopg has no client-side statement timeout, and the kernel acknowledges what a silent proxy or a
+stopped server receives, so TCP keepalives cannot notice. So:
+
+- connecting gives up after ``CONNECT_TIMEOUT_SECONDS`` (libpq ``connect_timeout``), and for as long again after a
+  failed attempt requests fail at once rather than each waiting for an attempt of its own;
+- inside ``answering_within(seconds)`` (the API guard wraps every call in it) every round trip — the pool's pre-ping,
+  a statement, a commit — is cut after ``seconds`` without an answer: a watchdog shuts the socket down, psycopg raises
+  ``OperationalError``, SQLAlchemy invalidates the pool, and the next checkout connects afresh (recovery needs no
+  restart). Background work (retention, migrations, the CLI) runs without that budget: a full scan there may take
+  minutes, and TCP keepalives (``_KEEPALIVES``) still end its wait on a peer that is gone.
+
+A cut write transaction is rolled back by the server (it never saw COMMIT), or, when the cut hit the COMMIT itself,
+may have committed: the caller gets UNAVAILABLE either way and retries with its request id (creates, purchases and
+consents are idempotent), so nothing is half written or written twice.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
+from contextvars import ContextVar
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -23,6 +45,27 @@ _WRITE = "piivault_write"
 _AUTOCOMMIT = "piivault_autocommit"
 _BUSY_TIMEOUT_MS = 30_000
 _WRITE_LOCK_TIMEOUT_SECONDS = 30.0
+# How long a request waits for one answer from PostgreSQL (a statement, a commit, a ping). Request-path statements are
+# small — one customer, one page, one group commit of at most 128 requests — and take milliseconds; one that needs
+# seconds means a database in trouble, and UNAVAILABLE is the answer the caller can act on.
+REQUEST_ANSWER_SECONDS = 3.0
+# libpq's minimum; a connection on a LAN takes milliseconds, and one that is refused fails at once anyway.
+CONNECT_TIMEOUT_SECONDS = 2
+# libpq's defaults leave keepalives to the kernel (first probe after 2 hours): a peer that vanished is noticed after
+# about 20 s instead (10 s idle, then 3 unanswered probes 3 s apart), without limiting how long a statement may run.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3}
+
+_answer_budget: ContextVar[float | None] = ContextVar("piivault_answer_budget", default=None)
+
+
+@contextmanager
+def answering_within(seconds: float) -> Iterator[None]:
+    """Bound every wait for a PostgreSQL answer made in this context (this thread's calls) to ``seconds``."""
+    token = _answer_budget.set(seconds)
+    try:
+        yield
+    finally:
+        _answer_budget.reset(token)
 
 
 def normalize_url(url: str) -> str:
@@ -97,7 +140,28 @@ def make_engine(url: str, *, pool_size: int = 20, sqlite_synchronous: str = "NOR
     url = normalize_url(url)
     if url.startswith("sqlite"):
         return _sqlite_engine(url, pool_size, sqlite_synchronous)
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=5)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=5)
+    failed_at = float("-inf")
+
+    @event.listens_for(engine, "do_connect")
+    def _on_connect(dialect: Any, record: ConnectionPoolEntry, cargs: Any, cparams: dict[str, Any]) -> Any:
+        nonlocal failed_at
+        # Within CONNECT_TIMEOUT_SECONDS of a failed attempt, a request does not try again: during an outage each call
+        # would otherwise wait out a connection timeout of its own (and one more to audit its failure). An attempt
+        # per interval still finds the database when it is back; background work always tries.
+        if _answer_budget.get() is not None and time.monotonic() - failed_at < CONNECT_TIMEOUT_SECONDS:
+            raise psycopg.OperationalError("the database could not be reached a moment ago")
+        # Values given in the URL (``?connect_timeout=10``) win over ours.
+        cparams.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+        for name, value in _KEEPALIVES.items():
+            cparams.setdefault(name, value)
+        try:
+            return _BoundedConnection.connect(*cargs, **cparams)
+        except psycopg.OperationalError:
+            failed_at = time.monotonic()
+            raise
+
+    return engine
 
 
 def _sqlite_engine(url: str, pool_size: int, synchronous: str, busy_timeout_ms: int = _BUSY_TIMEOUT_MS) -> Engine:
@@ -170,3 +234,81 @@ class _Checkpointer:
         self._stopping.set()
         self._thread.join(timeout=10)
         self._checkpoint("TRUNCATE")
+
+
+class _Watchdog:
+    """Shuts down the socket of a PostgreSQL connection whose answer is overdue (see the module docstring).
+
+    One daemon thread for the process, started on first use; arming and disarming a wait costs a lock and a heap push.
+    The socket is shut down, not closed: psycopg still owns the descriptor and closes it when SQLAlchemy discards the
+    connection. A wait is cut only while it is armed, under the lock its owner disarms it with, so a descriptor that
+    was closed and reused meanwhile is never touched.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._deadlines: list[tuple[float, int]] = []
+        self._armed: dict[int, int] = {}  # ticket -> socket descriptor
+        self._tickets = itertools.count()
+        self._thread: threading.Thread | None = None
+        self.cuts = 0
+
+    def arm(self, descriptor: int, seconds: float) -> int:
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            ticket = next(self._tickets)
+            self._armed[ticket] = descriptor
+            heapq.heappush(self._deadlines, (deadline, ticket))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pg-answer-watchdog", daemon=True)
+                self._thread.start()
+            elif self._deadlines[0][1] == ticket:
+                self._lock.notify()
+        return ticket
+
+    def disarm(self, ticket: int) -> None:
+        with self._lock:
+            self._armed.pop(ticket, None)
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                if not self._deadlines:
+                    self._lock.wait()
+                    continue
+                deadline, ticket = self._deadlines[0]
+                if ticket not in self._armed:
+                    heapq.heappop(self._deadlines)
+                    continue
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._lock.wait(left)
+                    continue
+                heapq.heappop(self._deadlines)
+                descriptor = self._armed.pop(ticket)
+                self.cuts += 1
+                # fromfd works on a duplicate (closed on leaving), so psycopg's own descriptor stays open; shutdown
+                # acts on the connection behind both, whatever its family (TCP or a Unix socket).
+                with suppress(OSError), socket.fromfd(descriptor, socket.AF_INET, socket.SOCK_STREAM) as cut:
+                    cut.shutdown(socket.SHUT_RDWR)
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _BoundedConnection(psycopg.Connection[tuple[Any, ...]]):
+    """A psycopg connection whose waits for the server end within the caller's answer budget, if it has one.
+
+    ``wait`` is where psycopg blocks for every exchange with the server (statements, fetches, commit, rollback,
+    pipeline syncs); connecting has its own timeout.
+    """
+
+    def wait(self, *args: Any, **kwargs: Any) -> Any:
+        budget = _answer_budget.get()
+        if budget is None or self.closed:
+            return super().wait(*args, **kwargs)
+        ticket = _WATCHDOG.arm(self.pgconn.socket, budget)
+        try:
+            return super().wait(*args, **kwargs)
+        finally:
+            _WATCHDOG.disarm(ticket)

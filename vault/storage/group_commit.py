@@ -33,6 +33,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import Insert
 from sqlalchemy.sql.ddl import sort_tables
 
+from vault.observability.metrics import GROUP_COMMIT_SIZE
 from vault.storage.db import Database
 
 T = TypeVar("T")
@@ -93,6 +94,7 @@ class GroupCommitter:
         self._leader = threading.Lock()
         self.batches = 0
         self.jobs = 0
+        self._in_tail = False  # the leader is inside before_commit (set and read under the leader lock)
 
     def submit(self, work: Callable[[Connection], T] | Inserts | None, tail: tuple[object, ...] = ()) -> T:
         """Run ``work`` (and hand ``tail`` to ``before_commit``) in the next group transaction; return its result
@@ -122,7 +124,11 @@ class GroupCommitter:
                 self._run(batch, isolated=False)
             except OperationalError:
                 raise
-            except Exception:  # noqa: BLE001 - one request failed: redo the group with a savepoint per request
+            except Exception:  # one request failed: redo the group with a savepoint per request
+                if self._in_tail:
+                    # before_commit failed (the audit append: the database is failing), not one request: redoing
+                    # the group would only fail again, after a second wait for the database.
+                    raise
                 self._run(batch, isolated=True)
         except BaseException as error:  # noqa: BLE001 - every caller in the group gets it
             for job in batch:
@@ -130,10 +136,12 @@ class GroupCommitter:
                 job.error = job.error or error
         self.batches += 1
         self.jobs += len(batch)
+        GROUP_COMMIT_SIZE.observe(len(batch))
         for job in batch:
             job.done = True
 
     def _run(self, batch: list[_Job[Any]], *, isolated: bool) -> None:
+        self._in_tail = False
         for job in batch:
             job.result, job.error = None, None
         with self._database.write() as connection:
@@ -168,4 +176,6 @@ class GroupCommitter:
             return
         tails = [item for job in batch if job.error is None for item in job.tail]
         if tails:
+            self._in_tail = True
             self._before_commit(connection, tails)
+            self._in_tail = False

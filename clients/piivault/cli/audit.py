@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,9 +13,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from piivault.cli.common import err, fail, opened_vault
+from piivault.cli.remote import ADDRESS_HELP, api_client
 
 if TYPE_CHECKING:
     from audit.events import AuditEvent
+    from piivault.v1 import audit_pb2
+
+Address = Annotated[str, typer.Option("--address", envvar="PIIVAULT_ADDRESS", help=ADDRESS_HELP)]
 
 app = typer.Typer(help="Read and verify the audit log (auditors).", no_args_is_help=True)
 
@@ -32,28 +36,47 @@ def audit_query(
     until: Annotated[str, typer.Option(help="ISO 8601 time, exclusive.")] = "",
     limit: Annotated[int, typer.Option(help="At most this many events.")] = 1000,
     output: Annotated[str, typer.Option("--format", help="table, json (one event per line) or csv.")] = "table",
+    address: Address = "",
 ) -> None:
     """List audit events, oldest first."""
     import csv
     import datetime as dt
+    import itertools
     import json
 
-    from audit.queries import AuditQueries, EventFilter
-
-    def micros(text: str, name: str) -> int:
+    def moment(text: str, name: str) -> dt.datetime | None:
         if not text:
-            return 0
+            return None
         try:
-            moment = dt.datetime.fromisoformat(text)
+            parsed = dt.datetime.fromisoformat(text)
         except ValueError:
             fail(f"--{name} must be an ISO 8601 time")
-        return int((moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp() * 1_000_000)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+    def micros(when: dt.datetime | None) -> int:
+        return int(when.timestamp() * 1_000_000) if when is not None else 0
 
     if output not in ("table", "json", "csv"):
         fail("--format must be table, json or csv")
-    where = EventFilter(customer_id, principal, action, outcome, micros(since, "since"), micros(until, "until"))
-    with opened_vault("audit query", "auditor") as vault:
-        events = [e for chunk in AuditQueries(vault.database).events(where, 0, limit) for e in chunk]
+    start, end = moment(since, "since"), moment(until, "until")
+    if address:
+        with api_client(address) as client:
+            found = client.audit.events(
+                customer_id=customer_id,
+                principal=principal,
+                action=action,
+                outcome=outcome,
+                start_time=start,
+                end_time=end,
+                page_size=max(1, min(limit, 100_000)),
+            )
+            rows = [_api_row(event) for event in itertools.islice(found, max(limit, 0))]
+    else:
+        from audit.queries import AuditQueries, EventFilter
+
+        where = EventFilter(customer_id, principal, action, outcome, micros(start), micros(end))
+        with opened_vault("audit query", "auditor") as vault:
+            rows = [_row(e) for chunk in AuditQueries(vault.database).events(where, 0, limit) for e in chunk]
     columns = (
         "seq",
         "time",
@@ -67,33 +90,54 @@ def audit_query(
         "request_id",
     )
 
-    def row(event: AuditEvent) -> list[str]:
-        when = dt.datetime.fromtimestamp(event.time_us / 1e6, dt.UTC).isoformat(timespec="milliseconds")
-        return [
-            str(event.seq),
-            when,
-            event.principal,
-            event.role,
-            event.action,
-            " ".join(event.customer_ids),
-            " ".join(event.fields),
-            event.purpose,
-            event.outcome,
-            event.request_id,
-        ]
-
     if output == "json":
-        for event in events:
-            sys.stdout.write(json.dumps(dict(zip(columns, row(event), strict=True))) + "\n")
+        for row in rows:
+            sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True))) + "\n")
     elif output == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
-        writer.writerows(row(event) for event in events)
+        writer.writerows(rows)
     else:
         table = Table(*columns)
-        for event in events:
-            table.add_row(*row(event))
+        for row in rows:
+            table.add_row(*row)
         Console().print(table)
+
+
+def _row(event: AuditEvent) -> list[str]:
+    import datetime as dt
+
+    when = dt.datetime.fromtimestamp(event.time_us / 1e6, dt.UTC).isoformat(timespec="milliseconds")
+    return [
+        str(event.seq),
+        when,
+        event.principal,
+        event.role,
+        event.action,
+        " ".join(event.customer_ids),
+        " ".join(event.fields),
+        event.purpose,
+        event.outcome,
+        event.request_id,
+    ]
+
+
+def _api_row(event: audit_pb2.AuditEvent) -> list[str]:
+    import datetime as dt
+
+    when = event.event_time.ToDatetime(tzinfo=dt.UTC).isoformat(timespec="milliseconds")
+    return [
+        str(event.seq),
+        when,
+        event.principal,
+        event.role,
+        event.action,
+        " ".join(event.customer_ids),
+        " ".join(event.fields),
+        event.purpose,
+        event.outcome,
+        event.request_id,
+    ]
 
 
 @app.command("verify")
@@ -101,18 +145,17 @@ def audit_verify(
     checkpoint: Annotated[
         list[Path] | None, typer.Option(help="A checkpoint file saved by `audit checkpoint`; may be repeated.")
     ] = None,
+    address: Address = "",
 ) -> None:
     """Recompute the audit chain; exit 0 only when it is intact."""
     import json
 
-    from audit.verify import Checkpoint
-
-    trusted = []
+    documents: list[tuple[int, bytes, int, bytes, bytes]] = []
     for path in checkpoint or []:
         try:
             document = json.loads(path.read_text())
-            trusted.append(
-                Checkpoint(
+            documents.append(
+                (
                     int(document["seq"]),
                     bytes.fromhex(document["head_mac"]),
                     int(document["time_us"]),
@@ -122,6 +165,28 @@ def audit_verify(
             )
         except (OSError, ValueError, KeyError, TypeError):
             fail(f"{path} is not a checkpoint file written by `piivault audit checkpoint`")
+    if address:
+        from piivault.v1 import audit_pb2
+
+        kept = [
+            audit_pb2.Checkpoint(seq=seq, head_mac=mac, time_us=time_us, public_key=key, signature=signature)
+            for seq, mac, time_us, key, signature in documents
+        ]
+        with api_client(address) as client:
+            verdict = client.audit.verify_chain(kept)
+        _report(
+            verdict.intact,
+            verdict.events_checked,
+            verdict.head_seq,
+            verdict.checkpoints_checked,
+            verdict.first_bad_seq,
+            verdict.problem,
+        )
+        return
+
+    from audit.verify import Checkpoint
+
+    trusted = [Checkpoint(*document) for document in documents]
     with (
         opened_vault("audit verify", "auditor") as vault,
         Progress(*Progress.get_default_columns(), console=err) as bar,
@@ -132,24 +197,36 @@ def audit_verify(
             progress=lambda done, total: bar.update(task, completed=done, total=max(total, 1)),
             workers=os.cpu_count() or 1,
         )
-    if report.intact:
-        err.print(
-            f"[green]intact[/green]: {report.events_checked} events, head {report.head_seq}, "
-            f"{report.checkpoints_checked} checkpoints matched"
-        )
+    _report(
+        report.intact,
+        report.events_checked,
+        report.head_seq,
+        report.checkpoints_checked,
+        report.first_bad_seq,
+        report.problem,
+    )
+
+
+def _report(intact: bool, checked: int, head: int, checkpoints: int, first_bad: int | None, problem: str) -> None:
+    if intact:
+        err.print(f"[green]intact[/green]: {checked} events, head {head}, {checkpoints} checkpoints matched")
         return
-    err.print(f"[red]broken[/red] at sequence {report.first_bad_seq}: {report.problem}")
+    err.print(f"[red]broken[/red] at sequence {first_bad}: {problem}")
     raise typer.Exit(1)
 
 
 @app.command("checkpoint")
-def audit_checkpoint() -> None:
+def audit_checkpoint(address: Address = "") -> None:
     """Sign the current chain head and print the checkpoint as JSON, to keep outside the vault."""
     import json
 
-    with opened_vault("audit checkpoint", "auditor") as vault:
-        vault.audit.checkpoint_now()
-        latest = vault.audit_verifier.checkpoints()[-1]
+    if address:
+        with api_client(address) as client:
+            latest: Any = client.audit.get_checkpoint().checkpoint
+    else:
+        with opened_vault("audit checkpoint", "auditor") as vault:
+            vault.audit.checkpoint_now()
+            latest = vault.audit_verifier.checkpoints()[-1]
     sys.stdout.write(
         json.dumps(
             {

@@ -1,1 +1,0 @@
-"""piivault's client side: generated API code (``piivault.v1``) and the ``piivault`` command-line tool."""
