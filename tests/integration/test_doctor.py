@@ -119,3 +119,17 @@ def test_doctor_reads_the_vault_tokens_capabilities(sqlite_url: str, tmp_path: P
         assert unreachable["key provider"].result == FAIL
         assert "vault token policy" not in unreachable
         transit.set_down(False)
+
+
+def test_doctor_fails_a_schema_behind_the_code(database_url: str, tmp_path: Path) -> None:
+    env = {"PIIVAULT_DATA_DIR": str(tmp_path / "var"), "PIIVAULT_DATABASE_URL": database_url}
+    database = Database.from_url(database_url)
+    upgrade(database.engine, "0006")  # one migration behind
+    try:
+        verdict = next(v for v in diagnose(env) if v.check == "database")
+        assert verdict.result == FAIL
+        assert "at schema 0006" in verdict.detail and "piivault migrate" in verdict.detail
+        upgrade(database.engine)
+        assert next(v for v in diagnose(env) if v.check == "database").result == OK
+    finally:
+        database.dispose()
