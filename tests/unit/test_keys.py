@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,16 @@ def test_two_rotations_from_stale_processes_never_lose_a_version(tmp_path: Path)
     reopened = LocalKeyringProvider.open_or_create(path)
     assert reopened.status().versions == (1, 2, 3)
     assert len(reopened.unwrap([wrapped_under_2])) == 1
+
+
+def test_a_process_opening_the_keyring_after_a_rotation_knows_when_the_version_was_made(tmp_path: Path) -> None:
+    """The settle period before retiring old versions counts from the latest version's creation time: a process that
+    opens the keyring later (the operator's next command) must see that time, not 'unknown'."""
+    path = tmp_path / "keyring.json"
+    operator = LocalKeyringProvider.open_or_create(path)
+    before = time.time()
+    assert operator.rotate() == 2
+    later = LocalKeyringProvider.open_or_create(path)
+    status = later.status()
+    assert status.latest_version == 2
+    assert before - 1 <= status.latest_created <= time.time() + 1

@@ -54,13 +54,17 @@ class LocalKeyringProvider:
     name = "local"
 
     def __init__(
-        self, versions: dict[int, SecretKey], path: Path | None = None, min_decryption_version: int = 1
+        self,
+        versions: dict[int, SecretKey],
+        path: Path | None = None,
+        min_decryption_version: int = 1,
+        created: dict[int, float] | None = None,
     ) -> None:
         if not versions:
             raise KeyringError("keyring holds no key")
         self._path = path
         self._lock = threading.Lock()
-        self._set_ring(_Ring(dict(versions), min_decryption_version))
+        self._set_ring(_Ring(dict(versions), min_decryption_version, dict(created or {})))
         self._mtime = path.stat().st_mtime_ns if path is not None and path.exists() else 0
         self._calls = 0
 
@@ -92,7 +96,8 @@ class LocalKeyringProvider:
         if not path.exists():
             _write_keyring(path, _Ring({1: SecretKey.generate()}, 1), exclusive=True)
         ring = _read_keyring(path)
-        return cls(ring.keys, path, ring.min_decryption_version)
+        # With the versions' creation times: the settle period before retiring a version counts from them.
+        return cls(ring.keys, path, ring.min_decryption_version, ring.created)
 
     @property
     def calls(self) -> int:

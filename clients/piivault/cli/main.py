@@ -13,7 +13,11 @@ from piivault.cli.common import err, fail
 
 # No pretty tracebacks: typer's show the local variables of every frame, and in a PII service those hold personal data.
 app = typer.Typer(
-    help="piivault: privacy-compliance data vault for retail customer records.",
+    help=(
+        "piivault: privacy-compliance data vault for retail customer records. Commands that go through the API take "
+        "--address (or PIIVAULT_ADDRESS) and PIIVAULT_TOKEN; token, cert, migrate, serve, doctor, retention, "
+        "replay-ledger and purposes always run in-process on the configured database."
+    ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
