@@ -45,11 +45,12 @@ bench: $(STAMP)
 	$(PY) -m bench.imports --customers 5000 --purchases 50000
 	$(PY) -m bench.lookup_timing --customers 300 --lookups 4000
 
-# Long runs that do not belong in `make test`: crash safety (SIGKILL rounds on SQLite and PostgreSQL), online KEK rotation over 100,000 customers with a concurrent reader,
+# Long runs that do not belong in `make test`: crash safety (SIGKILL rounds on SQLite and PostgreSQL), 1,000,000 fuzzed requests, online KEK rotation over 100,000 customers with a concurrent reader,
 # on the local keyring and on Vault Transit (the Transit-API test server).
 soak: $(STAMP)
 	$(PY) -m bench.crash_soak --backend sqlite --rounds 1000
 	$(PY) -m bench.crash_soak --backend postgresql --rounds 100 --clients 8 --max-load-seconds 1.5
+	$(PY) -m tests.fuzz.soak --direct 600000 --grpc 400000
 	$(PY) -m bench.rotation_soak --customers 100000 --provider local
 	$(PY) -m bench.rotation_soak --customers 100000 --provider vault-transit
 	PIIVAULT_TEST_CDNOW=all $(PY) -m pytest tests/integration/test_cdnow.py

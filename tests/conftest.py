@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from piivault.v1 import customers_pb2_grpc as pb_grpc
+from tests.support import canary
 from tests.support.people import People
 from tests.transit_server import TransitServer
 from vault.api.server import RunningServer, start_server
@@ -27,6 +28,10 @@ from vault.storage.migrate import upgrade
 
 POSTGRES_ENV = "PIIVAULT_TEST_POSTGRES_URL"
 REQUIRE_POSTGRES_ENV = "PIIVAULT_REQUIRE_POSTGRES"  # set by .ci/run: a skipped PostgreSQL test fails the run
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    canary.install(config)  # the canary leak scan at the end of the session (tests/support/canary.py)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -96,6 +101,9 @@ class PostgresDatabases:
         self._created.append(name)
         return self._admin.set(database=name).render_as_string(hide_password=False)
 
+    def urls(self) -> list[str]:
+        return [self._admin.set(database=name).render_as_string(hide_password=False) for name in self._created]
+
     def drop_all(self) -> None:
         with self._admin_connect() as connection:
             for name in self._created:
@@ -104,12 +112,15 @@ class PostgresDatabases:
 
 
 @pytest.fixture(scope="session")
-def postgres_databases() -> Iterator[PostgresDatabases]:
+def postgres_databases(request: pytest.FixtureRequest) -> Iterator[PostgresDatabases]:
     url = os.environ.get(POSTGRES_ENV)
     if not url:
         pytest.skip(f"{POSTGRES_ENV} is not set")
     databases = PostgresDatabases(url)
     yield databases
+    scan = canary.plugin_of(request.config)
+    if scan is not None:
+        scan.dump_postgres(databases.urls())  # the canary scan searches every table of every database: dump first
     databases.drop_all()
 
 
