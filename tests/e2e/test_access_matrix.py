@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import pytest
 from google.protobuf import text_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
@@ -73,6 +74,10 @@ from piivault.v1 import customers_pb2 as pb
 from tests.support.people import People, Person, customer_message
 from tests.support.scan import find_in_bytes, needles
 from vault.app import Vault
+
+# What these RPCs answer does not depend on where the KEK lives; the Vault Transit path is covered by the
+# integration tests and tests/e2e/test_grpc_api.py, so this module runs with the local keyring only.
+pytestmark = pytest.mark.local_keyring
 
 Received = Sequence[tuple[str, str | bytes]]
 

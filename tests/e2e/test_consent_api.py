@@ -21,6 +21,10 @@ from vault.config import Settings
 from vault.keys.provider import KeyProvider
 from vault.storage.db import Database
 
+# What these RPCs answer does not depend on where the KEK lives; the Vault Transit path is covered by the
+# integration tests and tests/e2e/test_grpc_api.py, so this module runs with the local keyring only.
+pytestmark = pytest.mark.local_keyring
+
 NOTICE_SHA256 = hashlib.sha256("短信营销隐私告知 2026-03".encode()).hexdigest()
 
 

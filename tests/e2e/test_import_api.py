@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from piivault.client import PiiVault
 from piivault.v1 import customers_pb2 as pb
 from tests.support.people import People
 from tests.support.scan import find_in_bytes, needles
+
+# What these RPCs answer does not depend on where the KEK lives; the Vault Transit path is covered by the
+# integration tests and tests/e2e/test_grpc_api.py, so this module runs with the local keyring only.
+pytestmark = pytest.mark.local_keyring
 
 
 def test_import_customers_streams_rows_and_merges(as_role: Callable[[str, str], PiiVault], people: People) -> None:

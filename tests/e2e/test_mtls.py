@@ -29,6 +29,10 @@ from vault.config import ConfigError, Settings
 from vault.storage.db import Database
 from vault.storage.models import AuditEventRow, ClientCertificateRow
 
+# What these RPCs answer does not depend on where the KEK lives; the Vault Transit path is covered by the
+# integration tests and tests/e2e/test_grpc_api.py, so this module runs with the local keyring only.
+pytestmark = pytest.mark.local_keyring
+
 StartServer = Callable[..., RunningServer]
 
 

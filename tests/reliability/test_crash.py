@@ -2,7 +2,7 @@
 creates, updates and purchases are in flight; after the restart every unacknowledged write is retried with its id and
 body. Nothing acknowledged may be lost, no customer may be partial, no retry may duplicate, the audit chain verifies.
 
-``make test`` runs 30 rounds on SQLite and 10 on PostgreSQL (5 server kills, 5 database crashes); ``make soak`` runs
+``make test`` runs 30 rounds on SQLite and 6 on PostgreSQL (3 server kills, 3 database crashes); ``make soak`` runs
 the long version (``bench.crash_soak``). The round counts can be raised with PIIVAULT_TEST_CRASH_ROUNDS and
 PIIVAULT_TEST_CRASH_PG_ROUNDS.
 """
@@ -23,7 +23,7 @@ from vault.storage.db import make_engine
 from vault.storage.models import AuditEventRow, BlindIndexRow, CustomerRow, PurchaseRow
 
 SQLITE_ROUNDS = int(os.environ.get("PIIVAULT_TEST_CRASH_ROUNDS", "30"))
-POSTGRES_ROUNDS = int(os.environ.get("PIIVAULT_TEST_CRASH_PG_ROUNDS", "10"))
+POSTGRES_ROUNDS = int(os.environ.get("PIIVAULT_TEST_CRASH_PG_ROUNDS", "6"))
 
 
 def explain(report: CrashReport) -> str:
