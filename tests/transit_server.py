@@ -84,6 +84,18 @@ _UNEMULATED_KEY_TYPES = frozenset(
 _HASH_ALGORITHMS = frozenset(
     {"none", "sha1", "sha2-224", "sha2-256", "sha2-384", "sha2-512", "sha3-224", "sha3-256", "sha3-384", "sha3-512"}
 )
+# The serving token's policy from README "Running against HashiCorp Vault" (transit at transit/, key piivault-kek),
+# for tests that give the provider exactly what a deployment would.
+KEK = "piivault-kek"
+SERVING_POLICY: dict[str, list[str]] = {
+    f"transit/keys/{KEK}": ["read", "update"],
+    f"transit/keys/{KEK}/rotate": ["update"],
+    f"transit/keys/{KEK}/config": ["update"],
+    f"transit/encrypt/{KEK}": ["update"],
+    f"transit/decrypt/{KEK}": ["update"],
+    f"transit/rewrap/{KEK}": ["update"],
+}
+
 _CAPABILITIES = frozenset({"create", "read", "update", "delete", "list", "patch", "sudo", "deny"})
 
 _MISSING_CONTEXT = (

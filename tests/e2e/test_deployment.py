@@ -29,7 +29,7 @@ from piivault.v1 import customers_pb2 as pb
 from tests.conftest import PostgresDatabases
 from tests.support.people import People, caller
 from tests.support.server import ServerProcess, free_port, run_cli
-from tests.transit_server import TransitServer
+from tests.transit_server import SERVING_POLICY, TransitServer
 from vault.app import Vault
 from vault.config import Settings
 from vault.customers.models import Profile
@@ -37,15 +37,6 @@ from vault.dsar.models import DsarType
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BIN = Path(sys.executable).parent
-KEK = "piivault-kek"
-SERVING_POLICY = {  # README "Running against HashiCorp Vault"
-    f"transit/keys/{KEK}": ["read", "update"],
-    f"transit/keys/{KEK}/rotate": ["update"],
-    f"transit/keys/{KEK}/config": ["update"],
-    f"transit/encrypt/{KEK}": ["update"],
-    f"transit/decrypt/{KEK}": ["update"],
-    f"transit/rewrap/{KEK}": ["update"],
-}
 SITE_SETTINGS = {"PIIVAULT_DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN"}  # what a site changes; the rest is literal
 ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=(\S*)$")
 

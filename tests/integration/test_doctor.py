@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import update
 
 from tests.support.people import People, caller, profile_of
-from tests.transit_server import TransitServer
+from tests.transit_server import KEK, SERVING_POLICY, TransitServer
 from vault.app import Vault
 from vault.config import Settings
 from vault.doctor import FAIL, OK, WARN, Verdict, diagnose
@@ -57,17 +57,6 @@ def test_the_command_exits_non_zero_on_failure(tmp_path: Path) -> None:
     subprocess.run([piivault, "token", "list"], env=env, capture_output=True, timeout=120, check=True)  # keys made
     passing = subprocess.run([piivault, "doctor"], env=env, capture_output=True, timeout=120, check=False)
     assert passing.returncode == 0, passing.stdout.decode()
-
-
-KEK = "piivault-kek"
-SERVING_POLICY = {  # README "Running against HashiCorp Vault": the serving token's policy
-    f"transit/keys/{KEK}": ["read", "update"],
-    f"transit/keys/{KEK}/rotate": ["update"],
-    f"transit/keys/{KEK}/config": ["update"],
-    f"transit/encrypt/{KEK}": ["update"],
-    f"transit/decrypt/{KEK}": ["update"],
-    f"transit/rewrap/{KEK}": ["update"],
-}
 
 
 def test_doctor_reads_the_vault_tokens_capabilities(sqlite_url: str, tmp_path: Path) -> None:

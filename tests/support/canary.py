@@ -76,6 +76,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from tests.support.people import People, Person, national_id
+from tests.support.scan import personal_values
 from vault import logs
 from vault.api import guard
 
@@ -129,15 +130,7 @@ class Registry:
             self.values.setdefault(value, set()).add(kind)
 
     def add_person(self, person: Person) -> None:
-        for kind, value in (
-            ("name", person.name),
-            ("mobile", person.mobile),
-            ("mobile-e164", "+86" + person.mobile),
-            ("email", person.email),
-            ("national_id", person.national_id),
-            ("address", person.address),
-            ("member_id", person.member_id),
-        ):
+        for kind, value in personal_values(person):
             self.add(kind, value)
 
 

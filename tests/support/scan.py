@@ -14,19 +14,24 @@ from sqlalchemy.engine import make_url
 from tests.support.people import Person
 
 
+def personal_values(person: Person) -> tuple[tuple[str, str], ...]:
+    """A person's personal data as (kind, value): what must never be found at rest, in logs or in labels."""
+    return (
+        ("name", person.name),
+        ("mobile", person.mobile),
+        ("mobile-e164", "+86" + person.mobile),
+        ("email", person.email),
+        ("national_id", person.national_id),
+        ("address", person.address),
+        ("member_id", person.member_id),
+    )
+
+
 def needles(people: Iterable[Person]) -> dict[str, bytes]:
     """The plaintext forms of each person's personal data that must never be found at rest."""
     found: dict[str, bytes] = {}
     for person in people:
-        for label, value in (
-            ("name", person.name),
-            ("mobile", person.mobile),
-            ("mobile-e164", "+86" + person.mobile),
-            ("email", person.email),
-            ("national_id", person.national_id),
-            ("address", person.address),
-            ("member_id", person.member_id),
-        ):
+        for label, value in personal_values(person):
             for encoding in ("utf-8", "utf-16-le", "gb18030"):
                 found[f"{label}/{encoding}:{value}"] = value.encode(encoding)
             found[f"{label}/base64:{value}"] = base64.b64encode(value.encode())

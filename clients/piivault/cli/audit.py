@@ -16,6 +16,8 @@ from piivault.cli.common import err, fail, opened_vault
 from piivault.cli.remote import ADDRESS_HELP, api_client
 
 if TYPE_CHECKING:
+    import datetime
+
     from audit.events import AuditEvent
     from piivault.v1 import audit_pb2
 
@@ -107,28 +109,20 @@ def audit_query(
 def _row(event: AuditEvent) -> list[str]:
     import datetime as dt
 
-    when = dt.datetime.fromtimestamp(event.time_us / 1e6, dt.UTC).isoformat(timespec="milliseconds")
-    return [
-        str(event.seq),
-        when,
-        event.principal,
-        event.role,
-        event.action,
-        " ".join(event.customer_ids),
-        " ".join(event.fields),
-        event.purpose,
-        event.outcome,
-        event.request_id,
-    ]
+    return _columns(event, dt.datetime.fromtimestamp(event.time_us / 1e6, dt.UTC))
 
 
 def _api_row(event: audit_pb2.AuditEvent) -> list[str]:
     import datetime as dt
 
-    when = event.event_time.ToDatetime(tzinfo=dt.UTC).isoformat(timespec="milliseconds")
+    return _columns(event, event.event_time.ToDatetime(tzinfo=dt.UTC))
+
+
+def _columns(event: AuditEvent | audit_pb2.AuditEvent, when: datetime.datetime) -> list[str]:
+    """One output row, the same whether the event was read in-process or through the API."""
     return [
         str(event.seq),
-        when,
+        when.isoformat(timespec="milliseconds"),
         event.principal,
         event.role,
         event.action,
