@@ -180,3 +180,83 @@ def test_matching_over_the_api_is_metered_audited_and_refused_for_restricted_cus
             importer.profiles(who, rows, metered=True)  # the third and fourth lookups of a budget of three
     finally:
         vault.close()
+
+
+def test_rows_of_a_person_still_waiting_to_be_created_merge_in_memory_and_are_each_audited(
+    vault: Vault, people: People
+) -> None:
+    from functools import partial
+
+    from audit.queries import AuditQueries, EventFilter
+    from vault.customers.models import Profile
+    from vault.imports.service import canonical_row
+
+    a, b, stored = people.next(), people.next(), people.next()
+    taken = vault.customers.create(caller(), "", Profile(email=stored.email)).customer_id
+    table = [
+        Profile(mobile=a.mobile),
+        Profile(mobile=a.mobile, email=a.email),  # fills the waiting customer's email
+        Profile(email=a.email, member_id=a.member_id),  # found through the email the row before filled
+        Profile(mobile=a.mobile, name="另一个名字"),  # fills the name
+        Profile(mobile=a.mobile, name=a.name),  # differs from the name filled a row earlier: a conflict
+        Profile(mobile=b.mobile),
+        Profile(mobile=b.mobile, member_id=a.member_id),  # one waiting customer's phone, another's member id
+        Profile(mobile=b.mobile, email=stored.email),  # a waiting customer's phone, a stored customer's email
+    ]
+    rows = [(n, partial(canonical_row, profile, "", "crm")) for n, profile in enumerate(table, start=2)]
+    who = caller("crm-sync", "service", "cli:import customers")
+    results = ImportService(vault.customers, vault.purchases).profiles(who, rows).results
+    assert [(r.outcome, r.reason, r.filled, r.conflicts) for r in results] == [
+        ("created", "", (), ()),
+        ("merged", "", ("email",), ()),
+        ("merged", "", ("member_id",), ()),
+        ("merged", "", ("name",), ()),
+        ("unchanged", "", (), ("name",)),
+        ("created", "", (), ()),
+        ("rejected", "ambiguous", (), ()),
+        ("rejected", "ambiguous", (), ()),
+    ]
+    person = results[0].customer_id
+    assert {r.customer_id for r in results[:5]} == {person} and results[5].customer_id not in {person, taken}
+    stored_a = vault.customers.get(dpo(), person)
+    assert (stored_a.profile.email, stored_a.profile.member_id, stored_a.profile.name) == (
+        a.email,
+        a.member_id,
+        "另一个名字",
+    )
+    assert stored_a.version == 1  # created once, already merged
+    events = [e for chunk in AuditQueries(vault.database).events(EventFilter(customer_id=person)) for e in chunk]
+    mine = [e for e in events if e.principal == "crm-sync"]
+    # One event for the creation (every field it stored) and one per row matched to it (the fields that row filled).
+    assert [tuple(e.fields) for e in mine] == [
+        ("name", "mobile", "email", "member_id"),
+        ("email",),
+        ("member_id",),
+        ("name",),
+        (),
+    ]
+
+
+def test_a_batch_whose_identifier_was_taken_meanwhile_settles_every_row_alone(vault: Vault, people: People) -> None:
+    from functools import partial
+
+    from vault.customers.models import Profile
+    from vault.imports.service import canonical_row
+
+    a, b = people.next(), people.next()
+    table = [Profile(mobile=a.mobile), Profile(mobile=a.mobile, email=a.email), Profile(mobile=b.mobile)]
+    rows = [(n, partial(canonical_row, profile, "", "crm")) for n, profile in enumerate(table, start=2)]
+    importer = ImportService(vault.customers, vault.purchases)
+    # Another writer stores b's phone after the import looked its rows up and before it creates them.
+    looked_up = vault.customers.owners_of_many
+
+    def racing(profiles: list[Profile]) -> list[set[str]]:
+        owners = looked_up(profiles)
+        vault.customers.create(caller(), "", Profile(mobile=b.mobile))
+        return owners
+
+    vault.customers.owners_of_many = racing  # type: ignore[method-assign,assignment]
+    results = importer.profiles(caller("crm-sync"), rows).results
+    assert [(r.outcome, r.filled) for r in results] == [("created", ()), ("merged", ("email",)), ("unchanged", ())]
+    assert results[0].customer_id == results[1].customer_id != results[2].customer_id
+    assert vault.customers.get(dpo(), results[0].customer_id).profile.email == a.email

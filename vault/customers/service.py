@@ -52,6 +52,7 @@ from vault.errors import (
     IntegrityError,
     InvalidArgument,
     NotFound,
+    PiivaultError,
     ProcessingRestricted,
     Unavailable,
     VersionConflict,
@@ -157,10 +158,13 @@ class CustomerService:
         self._keys.cache.put(customer_id, wrapped.blob, dek)
         return Customer(customer_id, 1, profile, now, now)
 
-    def create_many(self, caller: Caller, profiles: Sequence[Profile]) -> list[Customer] | None:
+    def create_many(
+        self, caller: Caller, profiles: Sequence[Profile], matches: Sequence[Sequence[tuple[str, ...]]] = ()
+    ) -> list[Customer] | None:
         """Create customers from canonical profiles (validated by the caller) in one transaction, each with its own
         audit event; None when an identifier turned out to be taken (nothing is written then; create them one by one
-        to learn which)."""
+        to learn which). ``matches[i]``: for each further import row merged into profile ``i`` before it was created,
+        the fields that row filled — each is audited like a row matched against a stored customer."""
         if not profiles:
             return []
         now = self._clock()
@@ -190,6 +194,8 @@ class CustomerService:
                 for kind, digest in self._digests(profile)
             ]
             events.append(AuditDraft.of(caller, "ok", (customer_id,), _fields_of(profile)))
+            if matches:
+                events += [AuditDraft.of(caller, "ok", (customer_id,), filled) for filled in matches[len(keys)]]
             keys.append((customer_id, wrapped.blob, dek))
             customers.append(Customer(customer_id, 1, profile, now, now))
         try:
@@ -478,12 +484,32 @@ class CustomerService:
 
     def resolve(self, kind: IdentifierKind, raw_value: str, ref_source: str = "") -> str:
         """The id of the live customer holding an identifier, for the vault's own workflows (no disclosure)."""
-        canonical = self._find_canonical(kind, raw_value, ref_source)
+        (found,) = self.resolve_many([(kind, raw_value, ref_source)])
+        if isinstance(found, PiivaultError):
+            raise found
+        return found
+
+    def resolve_many(self, wanted: Sequence[tuple[IdentifierKind, str, str]]) -> list[str | PiivaultError]:
+        """``resolve`` for many (kind, value, ref source) in one query: for each, the customer id, or the error
+        (``InvalidArgument`` for a value that is no identifier of its kind, ``NotFound``) it would raise."""
+        answers: list[str | PiivaultError] = []
+        digests: list[tuple[IdentifierKind, bytes] | None] = []
+        for kind, raw_value, ref_source in wanted:
+            try:
+                canonical = self._find_canonical(kind, raw_value, ref_source)
+            except InvalidArgument as error:
+                answers.append(error)
+                digests.append(None)
+                continue
+            answers.append(NotFound())
+            digests.append((kind, self._blind_index.digest(kind.value, canonical.encode())))
         with self._database.read() as connection:
-            owner = repo.owner(connection, kind, self._blind_index.digest(kind.value, canonical.encode()))
-        if owner is None:
-            raise NotFound()
-        return owner
+            taken = repo.owners(connection, [pair for pair in digests if pair is not None])
+        for index, pair in enumerate(digests):
+            owner = None if pair is None else taken.get((pair[0].value, pair[1]))
+            if owner is not None:
+                answers[index] = owner
+        return answers
 
     # -- for the vault's identity workflows (merge, split) ---------------------------------------------------------
 

@@ -57,6 +57,8 @@ _GENDERS = {
     "other": Gender.OTHER,
 }
 _CUSTOMER_KEYS = ("customer_id", "member_id", "mobile", "email", "national_id", "external_id")
+_RESOLVE_ORDER = (IdentifierKind.MEMBER_ID, IdentifierKind.MOBILE, IdentifierKind.EMAIL, IdentifierKind.NATIONAL_ID)
+PURCHASE_CHUNK = 1000  # purchase rows whose customers are resolved in one query
 _DATE = re.compile(r"(\d{4})[-/.年]?(\d{1,2})[-/.月]?(\d{1,2})日?")
 CHINA = dt.timezone(dt.timedelta(hours=8))  # a channel time without an offset is Beijing time
 
@@ -116,6 +118,40 @@ def canonical_row(raw: Profile, external_id: str, source: str) -> Profile:
     return profile
 
 
+@dataclass(frozen=True, slots=True)
+class _Follower:
+    """A row merged in memory into a customer still waiting to be created."""
+
+    number: int
+    profile: Profile  # as the row gave it, for settling it alone if the batch cannot be created
+    filled: tuple[str, ...]
+    conflicts: tuple[str, ...]
+
+    def result(self, customer_id: str) -> RowResult:
+        outcome = "merged" if self.filled else "unchanged"
+        return RowResult(self.number, outcome, customer_id, filled=self.filled, conflicts=self.conflicts)
+
+
+@dataclass
+class _Pending:
+    """A new customer waiting in the batch: its first row, and the rows of the same person merged into it."""
+
+    number: int
+    first: Profile
+    profile: Profile = field(init=False)
+    followers: list[_Follower] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.profile = self.first
+
+    def absorb(self, number: int, incoming: Profile) -> None:
+        self.profile, filled, conflicts = fill_gaps(self.profile, incoming)
+        self.followers.append(_Follower(number, incoming, filled, conflicts))
+
+    def follower_rows(self) -> list[tuple[int, Profile]]:
+        return [(follower.number, follower.profile) for follower in self.followers]
+
+
 class ImportService:
     def __init__(
         self,
@@ -140,22 +176,32 @@ class ImportService:
         answers "does this phone belong to a customer, and is this their name?", so over the API an import is
         limited like FindCustomers; the operator's local command is not."""
         summary = ImportSummary()
-        # New customers are created in batches (one transaction for up to BATCH of them); a row whose identifiers
-        # belong to a customer still waiting in the batch flushes it first, so it merges instead of duplicating.
-        pending: list[tuple[int, Profile]] = []
-        pending_ids: set[tuple[IdentifierKind, str]] = set()
+        # New customers are created in batches (one transaction for up to BATCH of them). A row whose identifiers
+        # belong to a customer still waiting in the batch is the same person written again (a channel file repeats
+        # people, often in neighbouring rows): it is merged into the waiting profile in memory — fields filled,
+        # conflicts reported, never overwritten — exactly as it would be merged into the stored customer, and the
+        # batch records one audit event for the match, so nothing is flushed early or read back.
+        pending: list[_Pending] = []
+        waiting: dict[tuple[IdentifierKind, str], _Pending] = {}  # identifier → the waiting customer holding it
 
         def flush() -> None:
-            created = self._customers.create_many(caller, [profile for _, profile in pending])
-            if created is None:  # an identifier was taken meanwhile: settle them one by one
-                for number, profile in pending:
-                    summary.add(self._customer_row(caller, number, profile, self._customers.owners_of(profile)))
+            created = self._customers.create_many(
+                caller,
+                [entry.profile for entry in pending],
+                matches=[[follower.filled for follower in entry.followers] for entry in pending],
+            )
+            if created is None:  # an identifier was taken meanwhile: settle every row one by one
+                for entry in pending:
+                    for number, profile in ((entry.number, entry.first), *entry.follower_rows()):
+                        summary.add(self._customer_row(caller, number, profile, self._customers.owners_of(profile)))
             else:
-                for (number, _), customer in zip(pending, created, strict=True):
-                    summary.add(RowResult(number, "created", customer.customer_id))
-            self._progress(len(pending))
+                for entry, customer in zip(pending, created, strict=True):
+                    summary.add(RowResult(entry.number, "created", customer.customer_id))
+                    for follower in entry.followers:
+                        summary.add(follower.result(customer.customer_id))
+            self._progress(sum(1 + len(entry.followers) for entry in pending))
             pending.clear()
-            pending_ids.clear()
+            waiting.clear()
 
         for chunk in _chunks(rows, BATCH):
             parsed: list[tuple[int, Profile]] = []
@@ -169,20 +215,25 @@ class ImportService:
                     self._progress(1)
             owners = self._customers.owners_of_many([profile for _, profile in parsed])  # one query per chunk
             for (number, profile), taken in zip(parsed, owners, strict=True):
-                identifiers = set(profile.identifiers())
-                if identifiers & pending_ids:
-                    flush()  # the row is the same person as one waiting: create that one first, then merge
-                    taken = self._customers.owners_of(profile)
-                if not taken:
-                    pending.append((number, profile))
-                    pending_ids.update(identifiers)
-                    continue
-                summary.add(self._customer_row(caller, number, profile, taken))
-                self._progress(1)
+                identifiers = profile.identifiers()
+                same = {id(entry): entry for key in identifiers if (entry := waiting.get(key)) is not None}
+                if len(same) + len(taken) > 1:
+                    # Identifiers of two different customers in one row: a person the import cannot settle alone.
+                    summary.add(RowResult(number, "rejected", reason="ambiguous", field="identifiers"))
+                    self._progress(1)
+                elif same:
+                    entry = next(iter(same.values()))
+                    entry.absorb(number, profile)
+                    waiting.update(dict.fromkeys(entry.profile.identifiers(), entry))
+                elif not taken:
+                    entry = _Pending(number, profile)
+                    pending.append(entry)
+                    waiting.update(dict.fromkeys(identifiers, entry))
+                else:
+                    summary.add(self._customer_row(caller, number, profile, taken))
+                    self._progress(1)
             if pending:
                 flush()
-        if pending:
-            flush()
         summary.results.sort(key=lambda result: result.row)
         count_import_rows("customers", (result.outcome for result in summary.results))
         return summary
@@ -216,23 +267,32 @@ class ImportService:
     def purchases(self, caller: Caller, source: str, rows: Iterable[tuple[int, dict[str, str]]]) -> ImportSummary:
         summary = ImportSummary()
         numbers: list[int] = []
-        resolved: dict[tuple[str, ...], str] = {}  # a channel file names the same customers again and again
+        # A channel file names the same customers again and again: each distinct set of customer columns is resolved
+        # once, and the new ones of every chunk of rows in one query.
+        resolved: dict[tuple[str, ...], str | PiivaultError] = {}
+
+        def reject(number: int, error: PiivaultError) -> None:
+            reason = "not_found" if isinstance(error, NotFound) else error.outcome
+            where = error.violations[0].field if isinstance(error, InvalidArgument) else "customer"
+            summary.add(RowResult(number, "rejected", reason=reason, field=where))
+            self._progress(1)
 
         def accepted() -> Iterator[tuple[str, PurchaseInput]]:
-            for number, values in rows:
-                try:
-                    key = tuple(values.get(name, "") for name in _CUSTOMER_KEYS)
-                    if key not in resolved:
-                        resolved[key] = self._purchase_customer(values, source)
-                    item = (resolved[key], _purchase_of_row(values, source))
-                except PiivaultError as error:
-                    reason = "not_found" if isinstance(error, NotFound) else error.outcome
-                    where = error.violations[0].field if isinstance(error, InvalidArgument) else "customer"
-                    summary.add(RowResult(number, "rejected", reason=reason, field=where))
-                    self._progress(1)
-                    continue
-                numbers.append(number)
-                yield item
+            for chunk in _chunks(rows, PURCHASE_CHUNK):
+                keyed = [(number, values, _customer_key(values)) for number, values in chunk]
+                resolved.update(self._purchase_customers({key for _, _, key in keyed} - resolved.keys(), source))
+                for number, values, key in keyed:
+                    customer = resolved[key]
+                    if isinstance(customer, PiivaultError):
+                        reject(number, customer)
+                        continue
+                    try:
+                        purchase = purchase_of_row(values, source)
+                    except PiivaultError as error:
+                        reject(number, error)
+                        continue
+                    numbers.append(number)
+                    yield customer, purchase
 
         batch = self._purchases.record_many(caller, accepted())
         rejected = {index: (f, r) for index, f, r in batch.rejections or []}
@@ -246,17 +306,32 @@ class ImportService:
         count_import_rows("purchases", (result.outcome for result in summary.results))
         return summary
 
-    def _purchase_customer(self, values: dict[str, str], source: str) -> str:
-        if values.get("customer_id"):
-            return values["customer_id"]
-        for kind in (IdentifierKind.MEMBER_ID, IdentifierKind.MOBILE, IdentifierKind.EMAIL, IdentifierKind.NATIONAL_ID):
-            if values.get(kind.value):
-                return self._customers.resolve(kind, values[kind.value])
-        if values.get("external_id"):
-            return self._customers.resolve_ref(source, values["external_id"])
-        raise InvalidArgument.single(
-            "customer", "a column must identify the customer (customer_id, member_id, mobile…)"
-        )
+    def _purchase_customers(
+        self, keys: Iterable[tuple[str, ...]], source: str
+    ) -> dict[tuple[str, ...], str | PiivaultError]:
+        """The customer each set of customer columns names (the first of customer_id, member_id, mobile, email,
+        national_id, external_id given), or the error that rejects its rows."""
+        answers: dict[tuple[str, ...], str | PiivaultError] = {}
+        lookups: list[tuple[tuple[str, ...], tuple[IdentifierKind, str, str]]] = []
+        for key in keys:
+            values = dict(zip(_CUSTOMER_KEYS, key, strict=True))
+            if values["customer_id"]:
+                answers[key] = values["customer_id"]
+            elif named := next((kind for kind in _RESOLVE_ORDER if values[kind.value]), None):
+                lookups.append((key, (named, values[named.value], "")))
+            elif values["external_id"]:
+                lookups.append((key, (IdentifierKind.EXTERNAL_REF, values["external_id"], source)))
+            else:
+                answers[key] = InvalidArgument.single(
+                    "customer", "a column must identify the customer (customer_id, member_id, mobile…)"
+                )
+        found = self._customers.resolve_many([wanted for _, wanted in lookups])
+        answers.update(zip((key for key, _ in lookups), found, strict=True))
+        return answers
+
+
+def _customer_key(values: dict[str, str]) -> tuple[str, ...]:
+    return tuple(values.get(name, "") for name in _CUSTOMER_KEYS)
 
 
 def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -270,7 +345,7 @@ def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def _purchase_of_row(values: dict[str, str], source: str) -> PurchaseInput:
+def purchase_of_row(values: dict[str, str], source: str) -> PurchaseInput:
     try:
         amount = Decimal(values.get("amount", "").replace(",", "") or "x")
     except InvalidOperation:

@@ -210,8 +210,7 @@ def _purchases_over_api(
     vault groups them as the in-process import does. Rows rejected before recording are reported first, as there."""
     from piivault.v1 import purchases_pb2 as pb
     from vault.errors import InvalidArgument
-    from vault.imports.service import ImportSummary, RowResult
-    from vault.imports.service import _purchase_of_row as purchase_of_row
+    from vault.imports.service import ImportSummary, RowResult, purchase_of_row
     from vault.purchases.service import BATCH
 
     summary = ImportSummary()
