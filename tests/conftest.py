@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -83,6 +84,7 @@ class PostgresDatabases:
         parsed = make_url(normalize_url(admin_url))
         self._admin = parsed
         self._created: list[str] = []
+        self._template: str | None = None
 
     def _admin_connect(self) -> psycopg.Connection[tuple[object, ...]]:
         url = self._admin
@@ -95,12 +97,28 @@ class PostgresDatabases:
             autocommit=True,
         )
 
-    def create(self) -> str:
+    def create(self, template: str | None = None) -> str:
+        """A new database, empty or a copy of ``template`` (``CREATE DATABASE … TEMPLATE``: a file copy on the server,
+        cheaper than migrating a database from nothing)."""
         name = "piivault_test_" + secrets.token_hex(6)
+        source = f' TEMPLATE "{template}"' if template else ""
         with self._admin_connect() as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
+            connection.execute(f'CREATE DATABASE "{name}"{source}')
         self._created.append(name)
         return self._admin.set(database=name).render_as_string(hide_password=False)
+
+    def migrated_template(self) -> str:
+        """The name of a database migrated to head once per session, which no connection stays open on (a template
+        in use cannot be copied)."""
+        if self._template is None:
+            url = self.create()
+            database = Database.from_url(url)
+            try:
+                upgrade(database.engine)
+            finally:
+                database.dispose()
+            self._template = str(make_url(url).database)
+        return self._template
 
     def urls(self) -> list[str]:
         return [self._admin.set(database=name).render_as_string(hide_password=False) for name in self._created]
@@ -138,12 +156,32 @@ def _sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'piivault.db'}"
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated to head once per session, copied for every test that uses ``database``."""
+    path = tmp_path_factory.mktemp("template") / "piivault.db"
+    database = Database.from_url(f"sqlite:///{path}")
+    try:
+        upgrade(database.engine)
+    finally:
+        database.dispose()  # checkpoints the WAL into the file: the file alone is the whole database
+    return path
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new database on either backend: empty, or — when the test also uses ``database`` — already migrated to head,
+    copied from a session template (migrating from nothing for each of several hundred tests took minutes; the
+    migrations themselves are tested from nothing in test_migrations.py)."""
+    migrated = "database" in request.fixturenames
     if request.param == "sqlite":
-        return _sqlite_url(tmp_path)
-    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
-    return databases.create()
+        url = _sqlite_url(tmp_path)
+        if migrated:
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "piivault.db")
+    else:
+        databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
+        url = databases.create(databases.migrated_template() if migrated else None)
+    return url
 
 
 @pytest.fixture
@@ -153,8 +191,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def database(database_url: str) -> Iterator[Database]:
-    db = Database.from_url(database_url)
-    upgrade(db.engine)
+    db = Database.from_url(database_url)  # migrated already (see ``database_url``)
     yield db
     db.dispose()
 
