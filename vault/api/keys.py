@@ -56,16 +56,26 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
         )
 
     def RotateKek(self, request: pb.RotateKekRequest, context: grpc.ServicerContext) -> Iterator[pb.RotateKekResponse]:
-        self._audit.record(AuditDraft.of(current_caller.get(), "ok"))
-        for step in _guarded(self._keys.rotate()):
+        for step in self._audited(self._keys.rotate()):
             yield pb.RotateKekResponse(new_version=step.target_version, progress=_progress(step))
 
     def RewrapKeys(
         self, request: pb.RewrapKeysRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.RewrapKeysResponse]:
-        self._audit.record(AuditDraft.of(current_caller.get(), "ok"))
-        for step in _guarded(self._keys.rewrap()):
+        for step in self._audited(self._keys.rewrap()):
             yield pb.RewrapKeysResponse(target_version=step.target_version, progress=_progress(step))
+
+    def _audited(self, steps: Iterator[rotation.RewrapProgress]) -> Iterator[rotation.RewrapProgress]:
+        """The steps of a rotation or rewrap, with its "ok" event recorded once the first step is done — the new KEK
+        version exists, the first batch is rewrapped — and before the caller hears of it. Recorded earlier, a call
+        that then failed (the provider down) would leave an "ok" for a rotation that never happened next to the
+        guard's failure event; recorded at the end, a caller that stops reading midway would leave none."""
+        audited = False
+        for step in _guarded(steps):
+            if not audited:
+                self._audit.record(AuditDraft.of(current_caller.get(), "ok"))
+                audited = True
+            yield step
 
     def SetMinDecryptionVersion(
         self, request: pb.SetMinDecryptionVersionRequest, context: grpc.ServicerContext
