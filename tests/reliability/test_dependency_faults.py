@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -421,6 +422,48 @@ def test_postgres_waits_are_bounded_on_the_request_path_only(cluster: PrivateClu
         with answering_within(0.5), database.read() as connection:
             assert connection.exec_driver_sql("SELECT 1").scalar_one() == 1
     finally:
+        database.dispose()
+
+
+def test_sqlite_write_lock_waits_are_bounded_on_the_request_path_only(tmp_path: Path) -> None:
+    """Another process holding SQLite's write lock, or another thread of this one inside a write: a call waits no
+    longer than its answer budget, then fails with the error the guard answers as UNAVAILABLE; outside a budget the
+    writer waits until the lock is free."""
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    database = Database.from_url(url)
+    upgrade(database.engine)
+    other_process = sqlite3.connect(tmp_path / "locked.db", isolation_level=None, check_same_thread=False)
+    try:
+        other_process.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(OperationalError), answering_within(0.3), database.write() as connection:
+            connection.exec_driver_sql("UPDATE audit_head SET seq = seq")
+        assert 0.25 < time.monotonic() - started < 2.0
+        threading.Timer(0.5, other_process.rollback).start()
+        with database.write() as connection:  # no budget: waits the half second out
+            connection.exec_driver_sql("UPDATE audit_head SET seq = seq")
+
+        inside = threading.Event()
+        leave = threading.Event()
+
+        def hold() -> None:
+            with database.write():
+                inside.set()
+                leave.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert inside.wait(10)
+        started = time.monotonic()
+        with pytest.raises(OperationalError), answering_within(0.3), database.write():
+            pass
+        assert 0.25 < time.monotonic() - started < 2.0
+        leave.set()
+        holder.join()
+        with answering_within(0.3), database.write() as connection:  # free again: the budget is not in the way
+            connection.exec_driver_sql("UPDATE audit_head SET seq = seq")
+    finally:
+        other_process.close()
         database.dispose()
 
 

@@ -28,10 +28,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 
@@ -105,11 +106,22 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A transaction that will write: on SQLite it holds the write lock from its first statement."""
-        with self._write_lock or nullcontext(), self._write_engine.connect() as connection:
-            connection = connection.execution_options(**{_WRITE: True})
-            with connection.begin():
-                yield connection
+        """A transaction that will write: on SQLite it holds the write lock from its first statement.
+
+        On the request path, waiting for SQLite's write lock (held by another thread or process) ends with the
+        caller's answer budget, as a PostgreSQL statement does: ``OperationalError``, which callers answer with
+        UNAVAILABLE."""
+        lock = self._write_lock
+        if lock is not None and not lock.acquire(timeout=_lock_wait_seconds()):
+            raise _still_locked()
+        try:
+            with self._write_engine.connect() as connection:
+                connection = connection.execution_options(**{_WRITE: True})
+                with connection.begin():
+                    yield connection
+        finally:
+            if lock is not None:
+                lock.release()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -195,9 +207,19 @@ def _sqlite_engine(url: str, pool_size: int, synchronous: str, busy_timeout_ms: 
     return engine
 
 
+def _lock_wait_seconds() -> float:
+    """How long a writer waits for SQLite's write lock: the caller's answer budget on the request path."""
+    budget = _answer_budget.get()
+    return _WRITE_LOCK_TIMEOUT_SECONDS if budget is None else min(budget, _WRITE_LOCK_TIMEOUT_SECONDS)
+
+
+def _still_locked() -> OperationalError:
+    return OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
+
+
 def _begin_immediate(connection: Connection) -> None:
     """Take SQLite's write lock, polling every 0.2 ms while another process holds it (see ``Database``)."""
-    deadline = time.monotonic() + _WRITE_LOCK_TIMEOUT_SECONDS
+    deadline = time.monotonic() + _lock_wait_seconds()
     while True:
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
