@@ -25,7 +25,8 @@ from audit.events import AuditDraft, Caller
 from vault.customers import repository as repo
 from vault.customers.erasure import CryptoShredder
 from vault.customers.models import IDENTIFIER_FIELDS, PERSONAL_FIELDS, Customer, IdentifierKind, Profile, fill_gaps
-from vault.customers.service import DEK_VERSION, CustomerService
+from vault.customers.sealing import DEK_VERSION
+from vault.customers.service import CustomerService
 from vault.customers.validation import require_identifier
 from vault.errors import FailedPrecondition, InvalidArgument, ProcessingRestricted, VersionConflict
 from vault.purchases import repository as purchases_repo

@@ -27,29 +27,28 @@ from consent.models import NO_CONSENT, Standing
 from consent.purposes import Purpose
 from vault import cursors
 from vault.auth.ratelimit import LookupLimiter
-from vault.crypto import CryptoError, FieldCipher, FieldContext, Mac, SecretKey
+from vault.crypto import Mac, SecretKey
 from vault.customers import identifiers as ids
 from vault.customers import repository as repo
+from vault.customers import sealing
 from vault.customers.masking import mask_profile
 from vault.customers.models import (
     IDENTIFIER_FIELDS,
     PERSONAL_FIELDS,
     Customer,
     ExternalRef,
-    Gender,
     IdentifierKind,
     Profile,
-    decode_field,
     encode_field,
     is_empty,
 )
+from vault.customers.sealing import DEK_VERSION
 from vault.customers.timing import LatencyFloor
 from vault.customers.validation import canonical_profile, require_identifier
 from vault.errors import (
     AlreadyExists,
     FailedPrecondition,
     IdempotencyConflict,
-    IntegrityError,
     InvalidArgument,
     NotFound,
     PiivaultError,
@@ -64,8 +63,6 @@ from vault.purchases import repository as purchases_repo
 from vault.storage.db import Database
 from vault.storage.group_commit import GroupCommitter
 
-TABLE = "customers"
-DEK_VERSION = 1
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 _PAGE_TOKEN_PREFIX = "c1:"  # noqa: S105 - pagination cursor version, not a secret
@@ -83,10 +80,6 @@ _FIND_CANONICAL: dict[IdentifierKind, Callable[[str], str]] = {
     IdentifierKind.NATIONAL_ID: ids.canonical_national_id,
     IdentifierKind.MEMBER_ID: ids.canonical_member_id,
 }
-
-
-def _column(field: str) -> str:
-    return f"{field}_ct"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +112,7 @@ class CustomerService:
         self._blind_index = blind_index
         self._request_mac = request_mac
         self._clock = clock
-        self._decoy = _Decoy.make(clock())
+        self._decoy = sealing.Decoy.make(clock())
 
     # -- create ---------------------------------------------------------------------------------------------------
 
@@ -140,7 +133,7 @@ class CustomerService:
             "dek_version": DEK_VERSION,
             "create_time": now,
             "update_time": now,
-            **self._encrypt(dek, customer_id, profile, PERSONAL_FIELDS),
+            **sealing.seal(dek, customer_id, profile, PERSONAL_FIELDS),
         }
 
         rows = repo.customer_inserts(values, customer_id, digests)
@@ -186,7 +179,7 @@ class CustomerService:
                     "dek_version": DEK_VERSION,
                     "create_time": now,
                     "update_time": now,
-                    **self._encrypt(dek, customer_id, profile, PERSONAL_FIELDS),
+                    **sealing.seal(dek, customer_id, profile, PERSONAL_FIELDS),
                 }
             )
             index_rows += [
@@ -326,7 +319,7 @@ class CustomerService:
             row = repo.get_row(connection, owner or self._decoy.row.customer_id)
             standings = self._standings(connection, purpose, [owner or self._decoy.row.customer_id])
         if row is None:
-            decoy = self._decrypt(cast(Any, self._decoy.row), self._decoy.dek)
+            decoy = sealing.open_row(cast(Any, self._decoy.row), self._decoy.dek)
             with suppress(FailedPrecondition):
                 mask_profile(
                     decoy.profile, self._access.clear_fields(caller.role, purpose, decoy.customer_id, decoy.profile)
@@ -421,10 +414,10 @@ class CustomerService:
         if rekey:
             dek, wrapped = self._keys.new_key()
             key_values: dict[str, Any] = {"wrapped_dek": wrapped.blob, "kek_version": wrapped.kek_version}
-            encrypted = self._encrypt(dek, customer_id, profile, PERSONAL_FIELDS)
+            encrypted = sealing.seal(dek, customer_id, profile, PERSONAL_FIELDS)
         else:
             dek = old_dek
-            key_values, encrypted = {}, self._encrypt(dek, customer_id, profile, names)
+            key_values, encrypted = {}, sealing.seal(dek, customer_id, profile, names)
         values = {**encrypted, **key_values, "update_time": now}
         kinds = [kind for kind, field in _INDEX_FIELD.items() if field in names]
         digests = [(kind, digest) for kind, digest in self._digests(profile) if kind in kinds]
@@ -521,13 +514,13 @@ class CustomerService:
         if row is None:
             raise NotFound()
         dek = self._keys.unwrap(customer_id, WrappedKey(row.wrapped_dek, row.kek_version))
-        return row, self._decrypt(row, dek), dek
+        return row, sealing.open_row(row, dek), dek
 
     def sealed(
         self, dek: SecretKey, customer_id: str, profile: Profile, names: Sequence[str]
     ) -> dict[str, bytes | None]:
         """Ciphertext column values of ``names`` (None for empty fields)."""
-        return self._encrypt(dek, customer_id, profile, names)
+        return sealing.seal(dek, customer_id, profile, names)
 
     def digests(self, profile: Profile) -> list[tuple[IdentifierKind, bytes]]:
         return self._digests(profile)
@@ -543,82 +536,9 @@ class CustomerService:
     def _digests(self, profile: Profile) -> list[tuple[IdentifierKind, bytes]]:
         return [(kind, self._blind_index.digest(kind.value, value.encode())) for kind, value in profile.identifiers()]
 
-    @staticmethod
-    def _encrypt(dek: SecretKey, customer_id: str, profile: Profile, names: Sequence[str]) -> dict[str, bytes | None]:
-        cipher = FieldCipher(dek, DEK_VERSION)
-        values: dict[str, bytes | None] = {}
-        for name in names:
-            value = getattr(profile, name)
-            values[_column(name)] = (
-                None
-                if is_empty(value)
-                else cipher.encrypt(encode_field(name, value), FieldContext(TABLE, customer_id, name))
-            )
-        return values
-
     def _decrypt_rows(self, rows: Sequence[Row[Any]]) -> list[Customer]:
         deks = self._keys.unwrap_many([(row.customer_id, WrappedKey(row.wrapped_dek, row.kek_version)) for row in rows])
-        return [self._decrypt(row, dek) for row, dek in zip(rows, deks, strict=True)]
-
-    @staticmethod
-    def _decrypt(row: Row[Any], dek: SecretKey) -> Customer:
-        cipher = FieldCipher(dek, row.dek_version)
-        fields: dict[str, object] = {}
-        try:
-            for name in PERSONAL_FIELDS:
-                token = getattr(row, _column(name))
-                if token is not None:
-                    fields[name] = decode_field(name, cipher.decrypt(token, FieldContext(TABLE, row.customer_id, name)))
-        except CryptoError:
-            raise IntegrityError() from None
-        return Customer(row.customer_id, row.version, Profile(**fields), row.create_time, row.update_time)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True, slots=True)
-class _DecoyRow:
-    customer_id: str
-    version: int
-    dek_version: int
-    create_time: dt.datetime
-    update_time: dt.datetime
-    columns: dict[str, bytes]
-
-    def __getattr__(self, name: str) -> bytes:
-        return self.columns[name]
-
-
-@dataclass(frozen=True, slots=True)
-class _Decoy:
-    """A customer that exists only in memory (random id and key, placeholder values in every field): what a lookup
-    that finds nobody decrypts, so that it costs what a hit costs."""
-
-    row: _DecoyRow
-    dek: SecretKey
-
-    @classmethod
-    def make(cls, now: dt.datetime) -> _Decoy:
-        customer_id = str(uuid.uuid4())
-        dek = SecretKey.generate()
-        placeholder = Profile(
-            name="x" * 3,
-            mobile="+8613800000000",
-            email="decoy@invalid.example",
-            national_id="0" * 18,
-            birth_date="2000-01-01",
-            gender=Gender.OTHER,
-            address="x" * 24,
-            member_id="decoy",
-            attributes={"decoy": "x"},
-            external_refs=(ExternalRef("decoy", "x"),),
-        )
-        cipher = FieldCipher(dek, DEK_VERSION)
-        columns = {
-            _column(name): cipher.encrypt(
-                encode_field(name, getattr(placeholder, name)), FieldContext(TABLE, customer_id, name)
-            )
-            for name in PERSONAL_FIELDS
-        }
-        return cls(_DecoyRow(customer_id, 1, DEK_VERSION, now, now, columns), dek)
+        return [sealing.open_row(row, dek) for row, dek in zip(rows, deks, strict=True)]
 
 
 def _fields_of(profile: Profile) -> tuple[str, ...]:
