@@ -82,3 +82,29 @@ def test_a_failed_commit_fails_every_request_in_the_group(items: Database) -> No
     assert isinstance(good.error, IntegrityError)
     assert isinstance(orphan.error, IntegrityError)
     assert _count(items) == 0
+
+
+def test_leadership_passes_on_under_sustained_load_and_each_caller_gets_its_own_result(items: Database) -> None:
+    """16 threads submitting back to back for a while: every call returns its own result (none is lost while the
+    leader hands over to a waiting caller, none waits forever), and the groups really were shared."""
+    committer = GroupCommitter(items)
+    calls_per_thread = 60
+
+    def caller(thread: int) -> list[int]:
+        results = []
+        for n in range(calls_per_thread):
+            key = thread * 1000 + n
+
+            def work(connection: Connection, key: int = key) -> int:
+                connection.execute(insert(_items).values(id=key, label="x"))
+                return key
+
+            results.append(committer.submit(work))
+        return results
+
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(caller, thread) for thread in range(16)]
+        answers = [future.result(timeout=120) for future in futures]
+    assert answers == [[thread * 1000 + n for n in range(calls_per_thread)] for thread in range(16)]
+    assert _count(items) == 16 * calls_per_thread
+    assert committer.jobs == 16 * calls_per_thread and committer.batches < committer.jobs
