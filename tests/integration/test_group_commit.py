@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import signal
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -108,3 +113,29 @@ def test_leadership_passes_on_under_sustained_load_and_each_caller_gets_its_own_
     assert answers == [[thread * 1000 + n for n in range(calls_per_thread)] for thread in range(16)]
     assert _count(items) == 16 * calls_per_thread
     assert committer.jobs == 16 * calls_per_thread and committer.batches < committer.jobs
+
+
+def test_a_caller_interrupted_while_waiting_leaves_nobody_stuck(items: Database) -> None:
+    """Ctrl-C (KeyboardInterrupt in the main thread) while the main thread waits for a group: the group being
+    committed finishes, and later callers are not left waiting for a leader that is gone."""
+    committer = GroupCommitter(items)
+    inside = threading.Event()
+
+    def slow(connection: Connection) -> str:
+        inside.set()
+        time.sleep(0.6)
+        return "slow"
+
+    def in_background(work: Callable[[Connection], str]) -> queue.Queue[str]:
+        answer: queue.Queue[str] = queue.Queue()
+        # A daemon thread: if a broken committer leaves it waiting for ever, the test still fails and ends.
+        threading.Thread(target=lambda: answer.put(committer.submit(work)), daemon=True).start()
+        return answer
+
+    first = in_background(slow)
+    assert inside.wait(10)
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        committer.submit(lambda connection: "interrupted")
+    assert first.get(timeout=10) == "slow"
+    assert in_background(lambda connection: "later").get(timeout=10) == "later"

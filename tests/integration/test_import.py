@@ -250,13 +250,38 @@ def test_a_batch_whose_identifier_was_taken_meanwhile_settles_every_row_alone(va
     # Another writer stores b's phone after the import looked its rows up and before it creates them.
     looked_up = vault.customers.owners_of_many
 
+    raced: list[str] = []
+
     def racing(profiles: list[Profile]) -> list[set[str]]:
         owners = looked_up(profiles)
-        vault.customers.create(caller(), "", Profile(mobile=b.mobile))
+        if not raced:  # right after the chunk's lookup
+            raced.append(vault.customers.create(caller(), "", Profile(mobile=b.mobile)).customer_id)
         return owners
 
     vault.customers.owners_of_many = racing  # type: ignore[method-assign,assignment]
     results = importer.profiles(caller("crm-sync"), rows).results
     assert [(r.outcome, r.filled) for r in results] == [("created", ()), ("merged", ("email",)), ("unchanged", ())]
-    assert results[0].customer_id == results[1].customer_id != results[2].customer_id
+    assert results[0].customer_id == results[1].customer_id != results[2].customer_id == raced[0]
+    assert vault.customers.get(dpo(), results[0].customer_id).profile.email == a.email
+
+
+def test_a_row_naming_a_waiting_customer_and_one_stored_earlier_in_the_same_chunk_is_ambiguous(
+    vault: Vault, people: People
+) -> None:
+    from functools import partial
+
+    from vault.customers.models import Profile
+    from vault.imports.service import canonical_row
+
+    a, c, spare = people.next(), people.next(), people.next()
+    stored = vault.customers.create(caller(), "", Profile(mobile=c.mobile)).customer_id
+    table = [
+        Profile(mobile=a.mobile, email=a.email),  # new: waits to be created
+        Profile(mobile=c.mobile, email=spare.email),  # the stored customer: its email is filled now
+        Profile(mobile=a.mobile, email=spare.email),  # the waiting customer's phone, the stored one's new email
+    ]
+    rows = [(n, partial(canonical_row, profile, "", "crm")) for n, profile in enumerate(table, start=2)]
+    results = ImportService(vault.customers, vault.purchases).profiles(caller("crm-sync"), rows).results
+    assert [(r.outcome, r.reason) for r in results] == [("created", ""), ("merged", ""), ("rejected", "ambiguous")]
+    assert results[1].customer_id == stored
     assert vault.customers.get(dpo(), results[0].customer_id).profile.email == a.email

@@ -427,8 +427,8 @@ def test_postgres_waits_are_bounded_on_the_request_path_only(cluster: PrivateClu
 
 def test_sqlite_write_lock_waits_are_bounded_on_the_request_path_only(tmp_path: Path) -> None:
     """Another process holding SQLite's write lock, or another thread of this one inside a write: a call waits no
-    longer than its answer budget, then fails with the error the guard answers as UNAVAILABLE; outside a budget the
-    writer waits until the lock is free."""
+    longer than its answer budget (both waits together), then fails with the error the guard answers as UNAVAILABLE;
+    outside a budget the writer waits longer (up to 30 s)."""
     url = f"sqlite:///{tmp_path / 'locked.db'}"
     database = Database.from_url(url)
     upgrade(database.engine)

@@ -66,10 +66,12 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
             yield pb.RewrapKeysResponse(target_version=step.target_version, progress=_progress(step))
 
     def _audited(self, steps: Iterator[rotation.RewrapProgress]) -> Iterator[rotation.RewrapProgress]:
-        """The steps of a rotation or rewrap, with its "ok" event recorded once the first step is done — the new KEK
-        version exists, the first batch is rewrapped — and before the caller hears of it. Recorded earlier, a call
-        that then failed (the provider down) would leave an "ok" for a rotation that never happened next to the
-        guard's failure event; recorded at the end, a caller that stops reading midway would leave none."""
+        """The steps of a rotation or rewrap, with its "ok" event recorded once the first step is done — for a
+        rotation, as soon as the provider created the new KEK version, before any rewrap batch — and before the
+        caller hears of it. Recorded before the provider acted, a call that then failed (the provider down) would
+        leave an "ok" for a rotation that never happened next to the guard's failure event; recorded at the end, a
+        caller that stops reading midway would leave none. A rewrap that fails later leaves the guard's failure event
+        after the "ok" (the rotation did happen; RewrapKeys finishes the rewrap)."""
         audited = False
         for step in _guarded(steps):
             if not audited:

@@ -185,11 +185,18 @@ class ImportService:
         waiting: dict[tuple[IdentifierKind, str], _Pending] = {}  # identifier → the waiting customer holding it
 
         def flush() -> None:
-            created = self._customers.create_many(
-                caller,
-                [entry.profile for entry in pending],
-                matches=[[follower.filled for follower in entry.followers] for entry in pending],
-            )
+            # A row merged into a waiting customer may carry an identifier that is not copied into it (it conflicts
+            # with the waiting one's) and that a stored customer took after the chunk was looked up — a row merged
+            # earlier in the chunk, another writer. That row names two customers: settled alone, it is refused as
+            # ambiguous, as it would have been had it come after the waiting customer was stored.
+            followers = [follower.profile for entry in pending for follower in entry.followers]
+            created = None
+            if not followers or not any(self._customers.owners_of_many(followers)):
+                created = self._customers.create_many(
+                    caller,
+                    [entry.profile for entry in pending],
+                    matches=[[follower.filled for follower in entry.followers] for entry in pending],
+                )
             if created is None:  # an identifier was taken meanwhile: settle every row one by one
                 for entry in pending:
                     for number, profile in ((entry.number, entry.first), *entry.follower_rows()):
@@ -280,6 +287,9 @@ class ImportService:
         def accepted() -> Iterator[tuple[str, PurchaseInput]]:
             for chunk in _chunks(rows, PURCHASE_CHUNK):
                 keyed = [(number, values, _customer_key(values)) for number, values in chunk]
+                # A customer not found is looked up again in the next chunk: it may have been created meanwhile.
+                for key in [key for key, found in resolved.items() if isinstance(found, NotFound)]:
+                    del resolved[key]
                 resolved.update(self._purchase_customers({key for _, _, key in keyed} - resolved.keys(), source))
                 for number, values, key in keyed:
                     customer = resolved[key]

@@ -84,10 +84,13 @@ class KeyRotation:
         return self._provider.status(), self.counts()
 
     def rotate(self) -> Iterator[RewrapProgress]:
-        """Create a new KEK version, then rewrap every key below it, yielding progress after each batch."""
+        """Create a new KEK version, then rewrap every key below it. The first step is yielded as soon as the new
+        version exists (nothing rewrapped yet), so the caller can record the rotation before any batch is tried;
+        then progress after each batch."""
         new_version = self._provider.rotate()
         if self._data_keys is not None:
             self._data_keys.drain_pool()
+        yield RewrapProgress(new_version, 0, self.counts().below(new_version), 0, finished=False)
         yield from self.rewrap(new_version)
 
     def rewrap(self, target_version: int | None = None) -> Iterator[RewrapProgress]:

@@ -111,12 +111,13 @@ class Database:
         On the request path, waiting for SQLite's write lock (held by another thread or process) ends with the
         caller's answer budget, as a PostgreSQL statement does: ``OperationalError``, which callers answer with
         UNAVAILABLE."""
+        deadline = time.monotonic() + _lock_wait_seconds()  # one budget for both waits: this process's, then SQLite's
         lock = self._write_lock
-        if lock is not None and not lock.acquire(timeout=_lock_wait_seconds()):
+        if lock is not None and not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise _still_locked()
         try:
             with self._write_engine.connect() as connection:
-                connection = connection.execution_options(**{_WRITE: True})
+                connection = connection.execution_options(**{_WRITE: deadline})
                 with connection.begin():
                     yield connection
         finally:
@@ -199,8 +200,8 @@ def _sqlite_engine(url: str, pool_size: int, synchronous: str, busy_timeout_ms: 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         options = connection.get_execution_options()
-        if options.get(_WRITE, False):
-            _begin_immediate(connection)
+        if options.get(_WRITE):
+            _begin_immediate(connection, options[_WRITE])
         elif not options.get(_AUTOCOMMIT, False):
             connection.exec_driver_sql("BEGIN")
 
@@ -217,9 +218,9 @@ def _still_locked() -> OperationalError:
     return OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
 
 
-def _begin_immediate(connection: Connection) -> None:
-    """Take SQLite's write lock, polling every 0.2 ms while another process holds it (see ``Database``)."""
-    deadline = time.monotonic() + _lock_wait_seconds()
+def _begin_immediate(connection: Connection, deadline: float) -> None:
+    """Take SQLite's write lock, polling every 0.2 ms while another process holds it (see ``Database``), until the
+    ``time.monotonic()`` deadline."""
     while True:
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -81,9 +81,18 @@ class _Job(Generic[T]):
     # Held from creation; released when the job is done or its submitter is to lead the next group. Each waiting
     # thread is woken once, by itself: waiters that all queue on one lock wake one another in turn after every commit.
     wake: threading.Lock = field(default_factory=threading.Lock)
+    woken: bool = False  # ``wake`` was released (set under the committer's mutex, or by the leader of its group)
+    promoted: bool = False  # woken to lead, not because it was done
 
     def __post_init__(self) -> None:
         self.wake.acquire()
+
+    def finish(self) -> None:
+        """Mark done and wake the submitter, once."""
+        self.done = True
+        if not self.woken:
+            self.woken = True
+            self.wake.release()
 
 
 class GroupCommitter:
@@ -111,26 +120,52 @@ class GroupCommitter:
             self._pending.append(job)
             lead = not self._leading
             self._leading = True
-        if not lead:
-            job.wake.acquire()  # until the job is done, or its turn has come to lead
-        if not job.done:
-            self._lead()
+            job.promoted = job.woken = lead  # leadership is ours without waiting
+        try:
+            if not lead:
+                job.wake.acquire()  # until the job is done, or its turn has come to lead
+            if not job.done:
+                self._lead()
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, a signal handler's SystemExit) while waiting or leading: nobody may be
+            # left waiting on a job of ours, nor on a leadership we held.
+            self._abandon(job)
+            raise
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
 
     def _lead(self) -> None:
         """Commit one group (the caller's job is in it), then hand leadership to the first job still waiting."""
+        batch: list[_Job[Any]] = []
         try:
             with self._mutex:
                 batch = self._take()
             self._commit(batch)
         finally:
-            with self._mutex:
-                if self._pending:
-                    self._pending[0].wake.release()  # not done: its submitter leads the next group
-                else:
-                    self._leading = False
+            for job in batch:  # normally all finished by _commit already
+                if not job.done:
+                    job.error = job.error or RuntimeError("the group commit was interrupted")
+                    job.finish()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        with self._mutex:
+            if self._pending:
+                successor = self._pending[0]  # not done: its submitter leads the next group
+                successor.promoted = successor.woken = True
+                successor.wake.release()
+            else:
+                self._leading = False
+
+    def _abandon(self, job: _Job[Any]) -> None:
+        with self._mutex:
+            if job.done or job not in self._pending:
+                return  # finished, or in a group being committed (its leader finishes it)
+            self._pending.remove(job)
+            promoted = job.promoted
+        if promoted:  # leadership was ours and nobody else will take it up
+            self._hand_over()
 
     def close(self) -> None:
         """Nothing to stop: there is no background thread."""
@@ -161,8 +196,7 @@ class GroupCommitter:
         self.jobs += len(batch)
         GROUP_COMMIT_SIZE.observe(len(batch))
         for job in batch:
-            job.done = True
-            job.wake.release()
+            job.finish()
 
     def _run(self, batch: list[_Job[Any]], *, isolated: bool) -> None:
         self._in_tail = False
