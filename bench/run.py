@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import cast
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from piivault.v1 import customers_pb2 as pb
 from piivault.v1 import customers_pb2_grpc as pb_grpc
@@ -104,18 +105,20 @@ async def _run_share(share: Share) -> tuple[list[float], list[str]]:
         grpc.aio.insecure_channel(share.address, options=[("grpc.use_local_subchannel_pool", 1)])
         for _ in range(_CONNECTIONS_PER_CLIENT)
     ]
-    # At run time the generated stub class serves aio channels too; the AsyncStub name exists only for typing.
-    stubs = [cast("pb_grpc.CustomerServiceAsyncStub", pb_grpc.CustomerServiceStub(channel)) for channel in channels]  # type: ignore[redundant-cast]
     try:
-        return await _run_calls(share, stubs, metadata)
+        return await _run_calls(share, channels, metadata)
     finally:
         for channel in channels:
             await channel.close(None)
 
 
 async def _run_calls(
-    share: Share, stubs: list[pb_grpc.CustomerServiceAsyncStub], metadata: tuple[tuple[str, str], ...]
+    share: Share, channels: list[grpc.aio.Channel], metadata: tuple[tuple[str, str], ...]
 ) -> tuple[list[float], list[str]]:
+    # At run time the generated stub class serves aio channels too; the AsyncStub name exists only for typing.
+    stubs = [cast("pb_grpc.CustomerServiceAsyncStub", pb_grpc.CustomerServiceStub(channel)) for channel in channels]  # type: ignore[redundant-cast]
+    health = [health_pb2_grpc.HealthStub(channel) for channel in channels]
+
     def stub(index: int) -> pb_grpc.CustomerServiceAsyncStub:
         return stubs[index % len(stubs)]
 
@@ -140,8 +143,13 @@ async def _run_calls(
         )
         assert len(reply.customers) == 1
 
-    call = {"create": create, "read": read, "find": find}[share.operation]
-    count = len(share.customer_ids) if share.operation == "read" else len(share.people)
+    async def ping(index: int) -> None:
+        # The standard health check: served by the same process, through the same interceptors, doing no work. Its
+        # rate is the ceiling a call of this client and server can reach on this machine.
+        await health[index % len(health)].Check(health_pb2.HealthCheckRequest())
+
+    call = {"create": create, "read": read, "find": find, "ping": ping}[share.operation]
+    count = len(share.customer_ids) if share.operation in ("read", "ping") else len(share.people)
     latencies = await _drive(count, share.concurrency, call)
     return latencies, created
 
@@ -203,13 +211,14 @@ def grpc_figures(
                 Share(server.address, server.token, operation, group, id_group, concurrency // client_processes)
                 for group, id_group in zip(groups, ids, strict=True)
             ]
-            counted_before = _server_count(metrics_url, operation) if metrics_url else 0
+            counted = bool(metrics_url) and operation in METHODS
+            counted_before = _server_count(metrics_url, operation) if metrics_url and counted else 0
             started = time.perf_counter()
             outcomes = pool.map(_run_share_blocking, shares)
             seconds = time.perf_counter() - started
             latencies = [value for outcome in outcomes for value in outcome[0]]
             run.results.append(Result(name, len(latencies), seconds, latencies))
-            if metrics_url:
+            if metrics_url and counted:
                 by_server = _server_count(metrics_url, operation) - counted_before
                 run.counted.append(Counted(name, len(latencies), by_server))
             return [cid for outcome in outcomes for cid in outcome[1]]
@@ -224,6 +233,7 @@ def grpc_figures(
         groups = [sample[n::client_processes] for n in range(client_processes)]
         phase("grpc read", "read", [[] for _ in groups], [[run.owner[p.member_id] for p in g] for g in groups])
         phase("grpc find (mobile)", "find", groups, [[] for _ in groups])
+        phase("grpc health check", "ping", [[] for _ in groups], [[""] * len(g) for g in groups])
     return run
 
 
@@ -409,8 +419,12 @@ def main() -> None:
     for audited, bare in zip(over_grpc, without_audit, strict=True):
         print(f"  {audited.name.removeprefix('grpc '):<22}{audited.rate / bare.rate:>8.2f}")
     print("gRPC cost ratio (in-process ops/s ÷ gRPC ops/s):")
-    for remote, local in zip(over_grpc, direct, strict=True):
+    *operations, ceiling = over_grpc
+    for remote, local in zip(operations, direct, strict=True):
         print(f"  {remote.name.removeprefix('grpc '):<22}{local.rate / remote.rate:>8.2f}x")
+    print(f"share of the no-op ceiling ({ceiling.rate:.0f} health checks/s through the same server and client):")
+    for remote in operations:
+        print(f"  {remote.name.removeprefix('grpc '):<22}{remote.rate / ceiling.rate:>8.2f}")
     print("key providers, in-process (reads are of cached customers):")
     print(f"{'provider':<16}{'creates/s':>11}{'calls/1k creates':>18}{'reads/s':>10}{'calls/1k reads':>16}")
     for item in providers:
