@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from audit.queries import AuditQueries, EventFilter
 from tests.support.people import People, caller, dpo
 from vault.app import Vault
 from vault.config import Settings
-from vault.customers.models import IdentifierKind
+from vault.customers.models import IdentifierKind, Profile
 from vault.imports.reader import read_table
-from vault.imports.service import CUSTOMER_FIELDS, PURCHASE_FIELDS, ImportService
+from vault.imports.service import CUSTOMER_FIELDS, PURCHASE_FIELDS, ImportService, canonical_row
 from vault.keys.provider import KeyProvider
 from vault.storage.db import Database
 
 HEADERS = ["姓名", "手机号码", "邮箱", "会员卡号", "生日", "性别", "外部编号"]
+
+
+def numbered(table: list[Profile]) -> list[tuple[int, Callable[[], Profile]]]:
+    """Import rows as ``ImportService.profiles`` takes them, numbered as in a file with a header line."""
+    return [(n, partial(canonical_row, profile, "", "crm")) for n, profile in enumerate(table, start=2)]
 
 
 def rows(people: People) -> list[list[str]]:
@@ -150,13 +158,9 @@ def test_matching_over_the_api_is_metered_audited_and_refused_for_restricted_cus
     settings: Settings, database: Database, key_provider: KeyProvider, people: People
 ) -> None:
     import dataclasses
-    from functools import partial
 
-    from audit.queries import AuditQueries, EventFilter
-    from vault.customers.models import Profile
     from vault.dsar.models import DsarType
     from vault.errors import ResourceExhausted
-    from vault.imports.service import canonical_row
 
     vault = Vault.open(dataclasses.replace(settings, lookups_per_minute=3), database=database, provider=key_provider)
     try:
@@ -185,12 +189,6 @@ def test_matching_over_the_api_is_metered_audited_and_refused_for_restricted_cus
 def test_rows_of_a_person_still_waiting_to_be_created_merge_in_memory_and_are_each_audited(
     vault: Vault, people: People
 ) -> None:
-    from functools import partial
-
-    from audit.queries import AuditQueries, EventFilter
-    from vault.customers.models import Profile
-    from vault.imports.service import canonical_row
-
     a, b, stored = people.next(), people.next(), people.next()
     taken = vault.customers.create(caller(), "", Profile(email=stored.email)).customer_id
     table = [
@@ -203,7 +201,7 @@ def test_rows_of_a_person_still_waiting_to_be_created_merge_in_memory_and_are_ea
         Profile(mobile=b.mobile, member_id=a.member_id),  # one waiting customer's phone, another's member id
         Profile(mobile=b.mobile, email=stored.email),  # a waiting customer's phone, a stored customer's email
     ]
-    rows = [(n, partial(canonical_row, profile, "", "crm")) for n, profile in enumerate(table, start=2)]
+    rows = numbered(table)
     who = caller("crm-sync", "service", "cli:import customers")
     results = ImportService(vault.customers, vault.purchases).profiles(who, rows).results
     assert [(r.outcome, r.reason, r.filled, r.conflicts) for r in results] == [
@@ -238,14 +236,9 @@ def test_rows_of_a_person_still_waiting_to_be_created_merge_in_memory_and_are_ea
 
 
 def test_a_batch_whose_identifier_was_taken_meanwhile_settles_every_row_alone(vault: Vault, people: People) -> None:
-    from functools import partial
-
-    from vault.customers.models import Profile
-    from vault.imports.service import canonical_row
-
     a, b = people.next(), people.next()
     table = [Profile(mobile=a.mobile), Profile(mobile=a.mobile, email=a.email), Profile(mobile=b.mobile)]
-    rows = [(n, partial(canonical_row, profile, "", "crm")) for n, profile in enumerate(table, start=2)]
+    rows = numbered(table)
     importer = ImportService(vault.customers, vault.purchases)
     # Another writer stores b's phone after the import looked its rows up and before it creates them.
     looked_up = vault.customers.owners_of_many
@@ -268,11 +261,6 @@ def test_a_batch_whose_identifier_was_taken_meanwhile_settles_every_row_alone(va
 def test_a_row_naming_a_waiting_customer_and_one_stored_earlier_in_the_same_chunk_is_ambiguous(
     vault: Vault, people: People
 ) -> None:
-    from functools import partial
-
-    from vault.customers.models import Profile
-    from vault.imports.service import canonical_row
-
     a, c, spare = people.next(), people.next(), people.next()
     stored = vault.customers.create(caller(), "", Profile(mobile=c.mobile)).customer_id
     table = [
@@ -280,7 +268,7 @@ def test_a_row_naming_a_waiting_customer_and_one_stored_earlier_in_the_same_chun
         Profile(mobile=c.mobile, email=spare.email),  # the stored customer: its email is filled now
         Profile(mobile=a.mobile, email=spare.email),  # the waiting customer's phone, the stored one's new email
     ]
-    rows = [(n, partial(canonical_row, profile, "", "crm")) for n, profile in enumerate(table, start=2)]
+    rows = numbered(table)
     results = ImportService(vault.customers, vault.purchases).profiles(caller("crm-sync"), rows).results
     assert [(r.outcome, r.reason) for r in results] == [("created", ""), ("merged", ""), ("rejected", "ambiguous")]
     assert results[1].customer_id == stored
