@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -77,11 +77,22 @@ def processors() -> list[Any]:
     ]
 
 
+class _CurrentStderr:
+    """``sys.stderr`` as it is when a line is written. Bound once, the logger would keep writing to a stream that was
+    swapped out and closed since (a command run inside a test runner, a CLI runner capturing output)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", stream: TextIO | None = None) -> None:
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
         processors=processors(),
         wrapper_class=structlog.make_filtering_bound_logger(numeric if isinstance(numeric, int) else logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
