@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from google.protobuf.timestamp_pb2 import Timestamp
 
     from piivault.v1 import analytics_pb2
-    from vault.purchases.analytics import FeedPage
+    from vault.purchases.analytics import FeedPage, FeedPurchase
 
 app = typer.Typer(
     help="Pseudonymised purchases for analysts (export: in-process, or with --address through AnalyticsService and an "
@@ -128,23 +128,17 @@ def _pages(address: str, cursor: str) -> Iterator[Iterator[Page]]:
             fail("; ".join(f"{v.field} {v.rule}" for v in error.violations))
 
 
+def _row(p: FeedPurchase | analytics_pb2.AnalyticsPurchase, purchase_time: str) -> tuple[str, ...]:
+    """One purchase as a line of the export, in ``PURCHASE_COLUMNS`` order (in-process or from the API alike)."""
+    amount = f"{p.amount_minor / 100:.2f}"
+    returned = str(p.is_return).lower()
+    return (p.pseudonym, p.source, p.order_ref, p.store_id, purchase_time, amount, p.currency, str(p.items),
+            p.payment_method, returned)  # fmt: skip
+
+
 def _domain_page(page: FeedPage) -> Page:
     return Page(
-        [
-            (
-                p.pseudonym,
-                p.source,
-                p.order_ref,
-                p.store_id,
-                p.purchase_time.isoformat(),
-                f"{p.amount_minor / 100:.2f}",
-                p.currency,
-                str(p.items),
-                p.payment_method,
-                str(p.is_return).lower(),
-            )
-            for p in page.purchases
-        ],
+        [_row(p, p.purchase_time.isoformat()) for p in page.purchases],
         [(t.pseudonym, t.reason, t.time.isoformat()) for t in page.tombstones],
         page.cursor,
     )
@@ -155,21 +149,7 @@ def _api_page(page: analytics_pb2.ExportPurchasesResponse) -> Page:
         return stamp.ToDatetime(tzinfo=dt.UTC).isoformat()
 
     return Page(
-        [
-            (
-                p.pseudonym,
-                p.source,
-                p.order_ref,
-                p.store_id,
-                moment(p.purchase_time),
-                f"{p.amount_minor / 100:.2f}",
-                p.currency,
-                str(p.items),
-                p.payment_method,
-                str(p.is_return).lower(),
-            )
-            for p in page.purchases
-        ],
+        [_row(p, moment(p.purchase_time)) for p in page.purchases],
         [(t.pseudonym, t.reason, moment(t.time)) for t in page.tombstones],
         page.next_cursor,
     )

@@ -20,6 +20,7 @@ from piivault.cli.common import err, fail, opened_vault
 from piivault.cli.remote import Address, api_client
 
 if TYPE_CHECKING:
+    from piivault.v1 import keys_pb2
     from vault.keys.rotation import KeyRotation, RewrapProgress
 
 app = typer.Typer(
@@ -66,10 +67,7 @@ def keys_rotate(address: Address = "") -> None:
     """Create a new KEK version and rewrap every wrapped key onto it, online. Resume with `keys rewrap`."""
     if address:
         with api_client(address) as client, client.keys.rotate_kek() as stream:
-            _run_rewrap(
-                (Step(m.new_version, m.progress.rewrapped, m.progress.total, m.progress.skipped) for m in stream),
-                "rotating",
-            )
+            _run_rewrap(_api_steps((m.new_version, m.progress) for m in stream), "rotating")
         return
     with _key_rotation("keys rotate") as keys:
         _run_rewrap(_domain_steps(keys.rotate()), "rotating")
@@ -80,10 +78,7 @@ def keys_rewrap(address: Address = "") -> None:
     """Rewrap every wrapped key below the latest KEK version (resumes an interrupted rotation)."""
     if address:
         with api_client(address) as client, client.keys.rewrap_keys() as stream:
-            _run_rewrap(
-                (Step(m.target_version, m.progress.rewrapped, m.progress.total, m.progress.skipped) for m in stream),
-                "rewrapping",
-            )
+            _run_rewrap(_api_steps((m.target_version, m.progress) for m in stream), "rewrapping")
         return
     with _key_rotation("keys rewrap") as keys:
         _run_rewrap(_domain_steps(keys.rewrap()), "rewrapping")
@@ -106,6 +101,12 @@ def keys_min_version(
             except MinimumVersionRefused as refused:
                 fail(str(refused))
     err.print(f"minimum decryption version is now {version}")
+
+
+def _api_steps(messages: Iterable[tuple[int, keys_pb2.RewrapProgress]]) -> Iterator[Step]:
+    """Steps from the streamed (target version, progress) of RotateKek or RewrapKeys."""
+    for version, progress in messages:
+        yield Step(version, progress.rewrapped, progress.total, progress.skipped)
 
 
 def _domain_steps(steps: Iterable[RewrapProgress]) -> Iterator[Step]:
