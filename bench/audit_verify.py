@@ -46,8 +46,8 @@ def main() -> None:
                 )
                 for n in range(size)
             ]
-            with database.write() as connection:
-                log.append(connection, drafts)
+            with database.write_driver() as transaction:
+                log.append(transaction, drafts)
             written += size
         built = time.perf_counter() - started
         verifier = ChainVerifier(database, chain, signer.public_key, chain_key)

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection
-
 from audit.events import AuditDraft
 from audit.log import AuditLog
 from vault import logs
 from vault.api.server import serve
 from vault.config import Settings
+from vault.storage.db import DriverTransaction
 
 
 def _record_nothing(self: AuditLog, *drafts: AuditDraft) -> None:
     return None
 
 
-def _append_nothing(self: AuditLog, connection: Connection, items: Sequence[object]) -> None:
+def _append_nothing(self: AuditLog, transaction: DriverTransaction, items: Sequence[object]) -> None:
     return None
 
 

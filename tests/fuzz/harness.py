@@ -59,7 +59,7 @@ from vault.app import Vault
 from vault.auth.policy import ALLOWED_ROLES
 from vault.auth.roles import ROLES
 from vault.config import Settings
-from vault.storage.db import Database
+from vault.storage.db import Database, DriverTransaction
 from vault.storage.migrate import upgrade
 
 FAILURE_CODES = frozenset(
@@ -446,8 +446,8 @@ def _capture(log: io.StringIO, drafts: list[AuditDraft]) -> Callable[[], None]:
     )
     original = AuditLog.append
 
-    def append(self: AuditLog, connection: Any, items: Sequence[object]) -> None:
-        original(self, connection, items)
+    def append(self: AuditLog, transaction: DriverTransaction, items: Sequence[object]) -> None:
+        original(self, transaction, items)
         drafts.extend(item for item in items if isinstance(item, AuditDraft))
 
     AuditLog.append = append  # type: ignore[method-assign]

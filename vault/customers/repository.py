@@ -1,4 +1,5 @@
-"""SQL for the customer aggregate: SQLAlchemy Core on the mapped tables, statements built once.
+"""SQL for the customer aggregate: SQLAlchemy Core on the mapped tables, statements built once (the two lookups of
+every GetCustomer and FindCustomers run the same statements on the driver's connection, see ``DriverQuery``).
 
 Parameters are always bound at execution, never baked into a statement with ``.values(...)`` or literals: a
 statement built per call costs SQLAlchemy a fresh cache key each time, which measured as most of a create's cost.
@@ -15,6 +16,7 @@ from sqlalchemy.sql.dml import Update
 
 from consent.repository import GRANTED_FOR_PURPOSE
 from vault.customers.models import IdentifierKind
+from vault.storage.db import DriverQuery, DriverReader
 from vault.storage.group_commit import Inserts
 from vault.storage.models import Base, BlindIndexRow, CustomerRow, IdempotencyRow
 
@@ -42,6 +44,15 @@ _INSERT_IDEMPOTENCY = insert(_idempotency)
 
 def get_row(connection: Connection, customer_id: str) -> Row[Any] | None:
     return connection.execute(_GET, {"id": customer_id}).first()
+
+
+_FETCH_ROW = DriverQuery(_GET, "CustomerRecord")
+_FETCH_OWNER = DriverQuery(_OWNER, "Owner")
+
+
+def fetch_row(reader: DriverReader, customer_id: str) -> Any | None:
+    """``get_row`` on the driver's connection (GetCustomer, FindCustomers): the same row, the same types."""
+    return _FETCH_ROW.first(reader, {"id": customer_id})
 
 
 def page_rows(connection: Connection, after: str, limit: int, consented_to: str = "") -> Sequence[Row[Any]]:
@@ -89,8 +100,10 @@ def owners(connection: Connection, digests: Iterable[tuple[IdentifierKind, bytes
     return {key: owner for key, owner in found.items() if key in wanted}
 
 
-def owner(connection: Connection, kind: IdentifierKind, digest: bytes) -> str | None:
-    return connection.execute(_OWNER, {"digest": digest, "kind": kind.value}).scalar_one_or_none()
+def owner(reader: DriverReader, kind: IdentifierKind, digest: bytes) -> str | None:
+    """The live customer holding the identifier (on the driver's connection: every FindCustomers runs it)."""
+    found = _FETCH_OWNER.first(reader, {"digest": digest, "kind": kind.value})
+    return None if found is None else str(found.customer_id)
 
 
 def insert_indexes(connection: Connection, customer_id: str, digests: Sequence[tuple[IdentifierKind, bytes]]) -> None:

@@ -245,19 +245,26 @@ class CustomerService:
     def get(self, caller: Caller, customer_id: str) -> Customer:
         purpose = self._access.purpose_of(caller)
         _check_customer_id(customer_id, "customer_id")
-        with self._database.read() as connection:
-            row = repo.get_row(connection, customer_id)
-            standings = self._standings(connection, purpose, [] if row is None else [customer_id])
+        with self._database.read_driver() as reader:
+            row = repo.fetch_row(reader, customer_id)
         if row is None:
             raise NotFound()
         if row.restricted:
             raise ProcessingRestricted((customer_id,))
+        standings = self._standings_of(purpose, [customer_id])
         return self._disclose(caller, purpose, self._decrypt_rows([row]), standings)[0]
 
     def open(self, customer_id: str) -> tuple[Customer, SecretKey]:
         """The decrypted customer and its data key, for other services of the vault (no disclosure, no audit)."""
         _, customer, dek = self.load(customer_id)
         return customer, dek
+
+    def _standings_of(self, purpose: Purpose, customer_ids: list[str]) -> dict[str, Standing]:
+        """``_standings`` in a read of its own (none when the purpose does not consult consent)."""
+        if not customer_ids or not self._access.consults_consent(purpose):
+            return {}
+        with self._database.read() as connection:
+            return self._standings(connection, purpose, customer_ids)
 
     def _standings(self, connection: Connection, purpose: Purpose, customer_ids: list[str]) -> dict[str, Standing]:
         if not customer_ids or not self._access.consults_consent(purpose):
@@ -312,12 +319,12 @@ class CustomerService:
         canonical = self._find_canonical(kind, raw_value, ref_source)
         self._lookups.take(caller.principal)
         digest = self._blind_index.digest(kind.value, canonical.encode())
-        with self._database.read() as connection:
-            owner = repo.owner(connection, kind, digest)
+        with self._database.read_driver() as reader:
+            owner = repo.owner(reader, kind, digest)
             # A miss does the work of a hit (the same row query, decrypting and masking a decoy held in memory), so
             # that "is this phone a customer?" cannot be read from the latency of the answer.
-            row = repo.get_row(connection, owner or self._decoy.row.customer_id)
-            standings = self._standings(connection, purpose, [owner or self._decoy.row.customer_id])
+            row = repo.fetch_row(reader, owner or self._decoy.row.customer_id)
+        standings = self._standings_of(purpose, [owner or self._decoy.row.customer_id])
         if row is None:
             decoy = sealing.open_row(cast(Any, self._decoy.row), self._decoy.dek)
             with suppress(FailedPrecondition):

@@ -31,15 +31,17 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections import namedtuple
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 _WRITE = "piivault_write"
@@ -125,6 +127,58 @@ class Database:
                 lock.release()
 
     @contextmanager
+    def write_driver(self) -> Iterator[DriverTransaction]:
+        """``write()`` on the driver's own connection, without SQLAlchemy's connection, transaction and event machinery,
+        for the few fixed statements of an audit-only commit (every read's): that machinery measured as more than a
+        third of such a commit's cost. Same pool, same lock, same deadline; a driver error comes out as SQLAlchemy's
+        ``OperationalError`` (nothing of the driver's text is added), and the connection it broke is discarded."""
+        deadline = time.monotonic() + _lock_wait_seconds()
+        lock = self._write_lock
+        if lock is not None and not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _still_locked()
+        try:
+            pooled = self._write_engine.raw_connection()
+            driver: Any = pooled.driver_connection
+            dialect = self._write_engine.dialect
+            driver_error: type[Exception] = dialect.loaded_dbapi.Error
+            try:
+                if self.is_sqlite:
+                    _begin_immediate(lambda: driver.execute("BEGIN IMMEDIATE"), deadline)
+                yield DriverTransaction(driver, dialect.name, driver_error)
+                driver.commit()
+            except driver_error as error:
+                _roll_back_quietly(driver, driver_error)
+                pooled.invalidate()  # a cut or broken connection must not go back to the pool
+                raise OperationalError("COMMIT", None, error) from None
+            except BaseException:
+                _roll_back_quietly(driver, driver_error)
+                raise
+            finally:
+                pooled.close()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @contextmanager
+    def read_driver(self) -> Iterator[DriverReader]:
+        """``read()`` on the driver's own connection, for fixed point lookups (``DriverQuery``) on the hottest paths
+        (GetCustomer, FindCustomers): SQLAlchemy's connection and statement machinery measured as four fifths of such
+        a lookup's cost. A driver error comes out as SQLAlchemy's (without parameters); a broken connection is
+        discarded, not pooled."""
+        pooled = self.engine.raw_connection()
+        dialect = self.engine.dialect
+        driver_error: type[Exception] = dialect.loaded_dbapi.Error
+        try:
+            yield DriverReader(pooled.driver_connection, dialect)
+        except driver_error as error:
+            wrapped = DBAPIError.instance(None, None, error, driver_error, hide_parameters=True, dialect=dialect)
+            if isinstance(wrapped, OperationalError):
+                pooled.invalidate()
+            raise wrapped from None
+        finally:
+            pooled.close()  # the pool's reset ends PostgreSQL's implicit read transaction
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
         options = {_AUTOCOMMIT: True} if self.is_sqlite else {}
         with self.engine.connect() as connection:
@@ -147,6 +201,75 @@ class Database:
             self._checkpointer.stop()
         self.engine.dispose()
         self._write_engine.dispose()
+
+
+@dataclass(frozen=True)
+class DriverTransaction:
+    """A write transaction on the driver's own connection (sqlite3's or psycopg's), for hot paths that run a few
+    fixed statements through the driver's cursor."""
+
+    connection: Any
+    dialect: str  # "sqlite" or "postgresql"
+    error: type[Exception]  # the driver's base error class
+
+    @classmethod
+    def of(cls, connection: Connection) -> DriverTransaction:
+        """The driver's side of a SQLAlchemy connection already in a transaction (same transaction)."""
+        driver = connection.connection.driver_connection
+        return cls(driver, connection.dialect.name, connection.dialect.loaded_dbapi.Error)
+
+
+@dataclass(frozen=True)
+class DriverReader:
+    connection: Any  # the driver's connection: sqlite3's (autocommit) or psycopg's
+    dialect: Dialect
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    sql: str
+    positions: tuple[str, ...] | None  # parameter names in order, for positional drivers (sqlite3)
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    record: Callable[..., Any]
+
+
+class DriverQuery:
+    """A fixed SELECT compiled once per dialect and run on the driver's cursor, its values converted by the columns'
+    own SQLAlchemy types (so a row reads exactly as SQLAlchemy would return it: timezone-aware datetimes, booleans).
+    Rows are named tuples with the selected columns' names."""
+
+    def __init__(self, statement: Select[Any], name: str) -> None:
+        self._statement = statement
+        self._name = name
+        self._prepared: dict[str, _Prepared] = {}
+
+    def _prepare(self, dialect: Dialect) -> _Prepared:
+        prepared = self._prepared.get(dialect.name)
+        if prepared is None:
+            compiled = self._statement.compile(dialect=dialect)
+            columns = list(self._statement.selected_columns)
+            prepared = _Prepared(
+                compiled.string,
+                tuple(compiled.positiontup or ()) if compiled.positional else None,
+                tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns),
+                namedtuple(self._name, [column.name for column in columns]),
+            )
+            self._prepared[dialect.name] = prepared
+        return prepared
+
+    def first(self, reader: DriverReader, parameters: dict[str, Any]) -> Any | None:
+        prepared = self._prepare(reader.dialect)
+        bound: Any = parameters if prepared.positions is None else [parameters[name] for name in prepared.positions]
+        values = reader.connection.execute(prepared.sql, bound).fetchone()
+        if values is None:
+            return None
+        pairs = zip(values, prepared.processors, strict=True)
+        return prepared.record(*(value if process is None else process(value) for value, process in pairs))
+
+
+def _roll_back_quietly(driver: Any, driver_error: type[Exception]) -> None:
+    with suppress(driver_error):
+        driver.rollback()
 
 
 def make_engine(url: str, *, pool_size: int = 20, sqlite_synchronous: str = "NORMAL") -> Engine:
@@ -201,7 +324,7 @@ def _sqlite_engine(url: str, pool_size: int, synchronous: str, busy_timeout_ms: 
     def _on_begin(connection: Connection) -> None:
         options = connection.get_execution_options()
         if options.get(_WRITE):
-            _begin_immediate(connection, options[_WRITE])
+            _begin_immediate(lambda: connection.exec_driver_sql("BEGIN IMMEDIATE"), options[_WRITE])
         elif not options.get(_AUTOCOMMIT, False):
             connection.exec_driver_sql("BEGIN")
 
@@ -218,15 +341,16 @@ def _still_locked() -> OperationalError:
     return OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError("database is locked"))
 
 
-def _begin_immediate(connection: Connection, deadline: float) -> None:
-    """Take SQLite's write lock, polling every 0.2 ms while another process holds it (see ``Database``), until the
-    ``time.monotonic()`` deadline."""
+def _begin_immediate(begin: Callable[[], object], deadline: float) -> None:
+    """Take SQLite's write lock (``begin`` runs BEGIN IMMEDIATE), polling every 0.2 ms while another process holds it
+    (see ``Database``), until the ``time.monotonic()`` deadline."""
     while True:
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            begin()
             return
-        except OperationalError as error:
-            if "locked" not in str(error.orig) or time.monotonic() > deadline:
+        except (OperationalError, sqlite3.OperationalError) as error:
+            cause = error.orig if isinstance(error, OperationalError) else error
+            if "locked" not in str(cause) or time.monotonic() > deadline:
                 raise
             time.sleep(0.0002)
 

@@ -15,8 +15,10 @@ error while the others commit. Request functions must therefore only touch the d
 durability setting). If that commit fails, every request in the group gets the error and none of them was written.
 
 A request may carry a *tail* (audit events): after the group's work, ``before_commit`` receives the tails of every
-request that succeeded, in order, inside the same transaction. This is how a hash chain is extended once per group —
-one head lock, one multi-row insert — and how a write and its audit event commit together or not at all.
+request that succeeded, in order, inside the same transaction (on the driver's side of the connection, see
+``DriverTransaction``; a group of tails alone — reads' audit events — runs on the driver's connection throughout).
+This is how a hash chain is extended once per group — one head lock, one multi-row insert — and how a write and its
+audit event commit together or not at all.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from sqlalchemy.sql import Insert
 from sqlalchemy.sql.ddl import sort_tables
 
 from vault.observability.metrics import GROUP_COMMIT_SIZE
-from vault.storage.db import Database
+from vault.storage.db import Database, DriverTransaction
 
 T = TypeVar("T")
 MAX_BATCH = 128
@@ -100,7 +102,7 @@ class GroupCommitter:
         self,
         database: Database,
         max_batch: int = MAX_BATCH,
-        before_commit: Callable[[Connection, list[object]], None] | None = None,
+        before_commit: Callable[[DriverTransaction, list[object]], None] | None = None,
     ) -> None:
         self._database = database
         self._max_batch = max_batch
@@ -202,6 +204,11 @@ class GroupCommitter:
         self._in_tail = False
         for job in batch:
             job.result, job.error = None, None
+        if all(job.work is None for job in batch):
+            # Audit events alone (reads, finds, refusals): a few fixed statements, on the driver's connection.
+            with self._database.write_driver() as driver:
+                self._finish(driver, batch)
+            return
         with self._database.write() as connection:
             if not isolated:
                 inserts: list[Inserts] = []
@@ -211,7 +218,7 @@ class GroupCommitter:
                     elif job.work is not None:
                         job.result = job.work(connection)
                 _execute_inserts(connection, inserts)
-                self._finish(connection, batch)
+                self._finish(DriverTransaction.of(connection), batch)
                 return
             for job in batch:
                 savepoint = connection.begin_nested()
@@ -227,13 +234,13 @@ class GroupCommitter:
                     job.error = error
                 else:
                     savepoint.commit()
-            self._finish(connection, batch)
+            self._finish(DriverTransaction.of(connection), batch)
 
-    def _finish(self, connection: Connection, batch: list[_Job[Any]]) -> None:
+    def _finish(self, transaction: DriverTransaction, batch: list[_Job[Any]]) -> None:
         if self._before_commit is None:
             return
         tails = [item for job in batch if job.error is None for item in job.tail]
         if tails:
             self._in_tail = True
-            self._before_commit(connection, tails)
+            self._before_commit(transaction, tails)
             self._in_tail = False
