@@ -161,23 +161,43 @@ def mark_failed(target: Span, error_type: str) -> None:
 # -- database statements ---------------------------------------------------------------------------------------------
 
 
+def _statement_span(tracer: Tracer, system: str, statement: str) -> Span:
+    operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+    return tracer.start_span(
+        operation,
+        kind=SpanKind.CLIENT,
+        attributes={
+            "db.system.name": system,
+            "db.operation.name": operation,
+            "db.query.text": statement[:_STATEMENT_LIMIT],  # placeholders only; parameters are never recorded
+        },
+    )
+
+
+@contextmanager
+def statement_span(system: str, statement: str) -> Iterator[None]:
+    """The span of one statement run on the driver's own connection (``vault.storage.db.DriverQuery``), as the engine
+    listeners below give SQLAlchemy's statements; nothing outside a traced operation."""
+    if _tracer is None or not trace.get_current_span().is_recording():
+        yield
+        return
+    opened = _statement_span(_tracer, system, statement)
+    try:
+        yield
+    except BaseException as error:
+        mark_failed(opened, type(error).__name__)
+        raise
+    finally:
+        opened.end()
+
+
 def _before_cursor_execute(
     connection: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
 ) -> None:
     # Only inside a traced operation: statements outside any RPC (start-up, background jobs) would each be a root span.
     if _tracer is None or context is None or not trace.get_current_span().is_recording():
         return
-    operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
-    opened = _tracer.start_span(
-        operation,
-        kind=SpanKind.CLIENT,
-        attributes={
-            "db.system.name": str(connection.dialect.name),
-            "db.operation.name": operation,
-            "db.query.text": statement[:_STATEMENT_LIMIT],  # placeholders only; parameters are never recorded
-        },
-    )
-    setattr(context, _SPAN_KEY, opened)
+    setattr(context, _SPAN_KEY, _statement_span(_tracer, str(connection.dialect.name), statement))
 
 
 def _after_cursor_execute(

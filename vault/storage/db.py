@@ -42,7 +42,9 @@ import psycopg
 from sqlalchemy import Connection, Dialect, Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+from vault.observability import tracing
 
 _WRITE = "piivault_write"
 _AUTOCOMMIT = "piivault_autocommit"
@@ -137,7 +139,7 @@ class Database:
         if lock is not None and not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise _still_locked()
         try:
-            pooled = self._write_engine.raw_connection()
+            pooled = _checkout(self._write_engine)
             driver: Any = pooled.driver_connection
             dialect = self._write_engine.dialect
             driver_error: type[Exception] = dialect.loaded_dbapi.Error
@@ -152,6 +154,8 @@ class Database:
                 raise OperationalError("COMMIT", None, error) from None
             except BaseException:
                 _roll_back_quietly(driver, driver_error)
+                if getattr(driver, "broken", False):  # psycopg: the socket was cut (the answer budget) or lost
+                    pooled.invalidate()
                 raise
             finally:
                 pooled.close()
@@ -165,7 +169,7 @@ class Database:
         (GetCustomer, FindCustomers): SQLAlchemy's connection and statement machinery measured as four fifths of such
         a lookup's cost. A driver error comes out as SQLAlchemy's (without parameters); a broken connection is
         discarded, not pooled."""
-        pooled = self.engine.raw_connection()
+        pooled = _checkout(self.engine)
         dialect = self.engine.dialect
         driver_error: type[Exception] = dialect.loaded_dbapi.Error
         try:
@@ -260,11 +264,26 @@ class DriverQuery:
     def first(self, reader: DriverReader, parameters: dict[str, Any]) -> Any | None:
         prepared = self._prepare(reader.dialect)
         bound: Any = parameters if prepared.positions is None else [parameters[name] for name in prepared.positions]
-        values = reader.connection.execute(prepared.sql, bound).fetchone()
+        if tracing.active():  # the span SQLAlchemy's statements get (vault.observability.tracing)
+            with tracing.statement_span(reader.dialect.name, prepared.sql):
+                values = reader.connection.execute(prepared.sql, bound).fetchone()
+        else:
+            values = reader.connection.execute(prepared.sql, bound).fetchone()
         if values is None:
             return None
         pairs = zip(values, prepared.processors, strict=True)
         return prepared.record(*(value if process is None else process(value) for value, process in pairs))
+
+
+def _checkout(engine: Engine) -> PoolProxiedConnection:
+    """``engine.raw_connection()``, with a driver error while connecting (the database down, the pool's pre-ping
+    failing) raised as SQLAlchemy's, as ``engine.connect()`` raises it: callers answer it with UNAVAILABLE."""
+    dialect = engine.dialect
+    driver_error: type[Exception] = dialect.loaded_dbapi.Error
+    try:
+        return engine.raw_connection()
+    except driver_error as error:
+        raise DBAPIError.instance(None, None, error, driver_error, hide_parameters=True, dialect=dialect) from None
 
 
 def _roll_back_quietly(driver: Any, driver_error: type[Exception]) -> None:
