@@ -4,16 +4,19 @@ written."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 import pytest
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import Boolean, Column, Integer, LargeBinary, MetaData, String, Table, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from tests.support.people import People, caller, profile_of
 from vault.app import Vault
 from vault.customers import repository as repo
 from vault.customers.models import IdentifierKind
-from vault.storage.db import Database
-from vault.storage.models import AuditEventRow, CustomerRow
+from vault.storage.db import Database, DriverInsert, DriverTransaction
+from vault.storage.models import AuditEventRow, CustomerRow, UTCDateTime
 
 
 def test_a_row_fetched_on_the_driver_equals_the_sqlalchemy_row(vault: Vault, people: People) -> None:
@@ -80,3 +83,46 @@ def test_a_failed_driver_write_rolls_back_everything_and_raises_operational_erro
     assert vault.audit_verifier.verify().intact
     with database.read() as connection:
         assert connection.execute(select(func.max(AuditEventRow.seq))).scalar_one() == head + 1
+
+
+_metadata = MetaData()
+_typed = Table(
+    "driver_typed",
+    _metadata,
+    Column("id", Integer, primary_key=True),
+    Column("label", String(20)),
+    Column("blob", LargeBinary),
+    Column("at", UTCDateTime),
+    Column("flag", Boolean),
+)
+
+
+def test_rows_inserted_on_the_driver_read_back_as_sqlalchemy_inserted_them(database: Database) -> None:
+    """Same values inserted both ways read back equal (datetimes, booleans, blobs, NULLs), in one group of rows naming
+    different columns; a taken key comes out as SQLAlchemy's IntegrityError, without the values."""
+    _metadata.create_all(database.engine)
+    at = dt.datetime(2026, 11, 22, 20, 1, 2, 345678, tzinfo=dt.UTC)
+    rows: list[dict[str, Any]] = [
+        {"label": "full", "blob": b"\x00\xffciphertext", "at": at, "flag": True},
+        {"label": "sparse", "blob": None, "at": at, "flag": False},
+        {"label": "fewer columns"},
+    ]
+    with database.write() as connection:
+        for n, row in enumerate(rows):  # one statement each: SQLAlchemy's executemany needs the same columns in all
+            connection.execute(insert(_typed), {"id": n, **row})
+        DriverInsert(_typed).execute(
+            DriverTransaction.of(connection), connection.dialect, [{"id": 100 + n, **row} for n, row in enumerate(rows)]
+        )
+    with database.read() as connection:
+        stored: dict[int, dict[str, Any]] = {row.id: row._asdict() for row in connection.execute(select(_typed))}
+    for n in range(len(rows)):
+        by_driver = {**stored[100 + n], "id": n}
+        assert by_driver == stored[n]
+    assert stored[100]["at"] == at and stored[100]["flag"] is True
+    with pytest.raises(IntegrityError) as raised, database.write() as connection:
+        DriverInsert(_typed).execute(
+            DriverTransaction.of(connection), connection.dialect, [{"id": 100, "label": "synthetic-secret"}]
+        )
+    assert "synthetic-secret" not in str(raised.value)
+    with database.read() as connection:  # nothing of the refused transaction was written
+        assert connection.execute(select(func.count()).select_from(_typed)).scalar_one() == 2 * len(rows)

@@ -32,14 +32,14 @@ import sqlite3
 import threading
 import time
 from collections import namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Dialect, Engine, Select, create_engine, event
+from sqlalchemy import Column, Connection, Dialect, Engine, LargeBinary, Select, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -273,6 +273,77 @@ class DriverQuery:
             return None
         pairs = zip(values, prepared.processors, strict=True)
         return prepared.record(*(value if process is None else process(value) for value, process in pairs))
+
+
+@dataclass(frozen=True)
+class _PreparedInsert:
+    sql: str
+    processors: tuple[Callable[[Any], Any] | None, ...]  # one per column, in the statement's order
+
+
+class DriverInsert:
+    """An INSERT of whole rows into one table, built once per dialect and column set and run as the driver's
+    ``executemany``, the values converted by the columns' own SQLAlchemy types. For the group commit's merged inserts
+    (every create, purchase and imported row), where SQLAlchemy's per-row parameter processing measured as about a
+    fifth of an imported customer's cost. A driver error comes out as SQLAlchemy's (an ``IntegrityError`` for a taken
+    key), without parameters.
+
+    Binary columns are passed as they are: both drivers bind ``bytes`` as a blob or bytea natively, and SQLAlchemy's
+    processor for them only wraps each value in ``sqlite3.Binary``, a per-value call on the ciphertext columns."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+        self._prepared: dict[tuple[str, tuple[str, ...]], _PreparedInsert] = {}
+
+    def _prepare(self, dialect: Dialect, keys: tuple[str, ...]) -> _PreparedInsert:
+        prepared = self._prepared.get((dialect.name, keys))
+        if prepared is None:
+            quote = dialect.identifier_preparer
+            columns = [self._table.c[key] for key in keys]
+            mark = "?" if dialect.name == "sqlite" else "%s"
+            # Every interpolated piece is a table or column name of the schema, quoted by the dialect; never input.
+            sql = (
+                f"INSERT INTO {quote.format_table(self._table)} "  # noqa: S608
+                f"({', '.join(quote.format_column(column) for column in columns)}) "
+                f"VALUES ({', '.join([mark] * len(columns))})"
+            )
+            processors = tuple(
+                None
+                if isinstance(column.type, LargeBinary)
+                else column.type.dialect_impl(dialect).bind_processor(dialect)
+                for column in columns
+            )
+            prepared = _PreparedInsert(sql, processors)
+            self._prepared[(dialect.name, keys)] = prepared
+        return prepared
+
+    def execute(self, transaction: DriverTransaction, dialect: Dialect, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert ``rows`` (dicts of column values; rows naming other columns go in a statement of their own)."""
+        by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            by_keys.setdefault(tuple(row), []).append(row)
+        for keys, group in by_keys.items():
+            prepared = self._prepare(dialect, keys)
+            pairs = tuple(zip(keys, prepared.processors, strict=True))
+            values = [
+                tuple(row[key] if process is None else process(row[key]) for key, process in pairs) for row in group
+            ]
+            cursor = transaction.connection.cursor()
+            try:
+                with tracing.statement_span(dialect.name, prepared.sql):
+                    cursor.executemany(prepared.sql, values)
+            except transaction.error as error:
+                raise DBAPIError.instance(
+                    None, None, error, transaction.error, hide_parameters=True, dialect=dialect
+                ) from None
+            finally:
+                cursor.close()
+
+
+def _bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    if isinstance(column.type, LargeBinary):
+        return None  # see DriverInsert
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
 def _checkout(engine: Engine) -> PoolProxiedConnection:

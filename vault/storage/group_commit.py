@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, Table
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.sql import Insert
 from sqlalchemy.sql.ddl import sort_tables
 
 from vault.observability.metrics import GROUP_COMMIT_SIZE
-from vault.storage.db import Database, DriverTransaction
+from vault.storage.db import Database, DriverInsert, DriverTransaction
 
 T = TypeVar("T")
 MAX_BATCH = 128
@@ -54,8 +53,8 @@ class Inserts:
 
 
 @cache
-def _insert(table: Table) -> Insert:
-    return insert(table)
+def _insert(table: Table) -> DriverInsert:
+    return DriverInsert(table)
 
 
 def _execute_inserts(connection: Connection, groups: list[Inserts]) -> None:
@@ -63,8 +62,9 @@ def _execute_inserts(connection: Connection, groups: list[Inserts]) -> None:
     for group in groups:
         for table, rows in group.rows:
             merged.setdefault(table, []).extend(rows)
+    transaction = DriverTransaction.of(connection)
     for table in _ordered(frozenset(merged)):
-        connection.execute(_insert(table), merged[table])
+        _insert(table).execute(transaction, connection.dialect, merged[table])
 
 
 @cache
