@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -68,12 +69,26 @@ def _sql_for(dialect: str) -> _Sql:
 
 @cache
 def _insert_rows(dialect: str, table: str, columns: str, width: int, count: int) -> str:
-    """One multi-row INSERT of ``count`` rows of ``width`` values (every piece a constant of this module).
-
-    One statement per batch, not an executemany: the driver runs an executemany as a step per row, and sqlite3 lets go
-    of the GIL around every step, so under load each row meant a hand-over to another request thread and back."""
+    """An INSERT of ``count`` rows of ``width`` values (every piece a constant of this module)."""
     row = f"({', '.join([_mark(dialect)] * width)})"
     return f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * count)}"  # noqa: S608
+
+
+def _insert(cursor: Any, dialect: str, table: str, columns: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert ``rows``. On SQLite, one multi-row statement per 128 rows, not an executemany: sqlite3 runs an
+    executemany as a step per row and lets go of the GIL around every step, so under load each row meant a hand-over
+    to another request thread and back. On PostgreSQL, psycopg's executemany (pipelined, one round trip) of one
+    statement: a statement per batch size would churn psycopg's prepared statements (at most 100 per connection)."""
+    if not rows:
+        return
+    width = len(rows[0])
+    if dialect != "sqlite":
+        cursor.executemany(_insert_rows(dialect, table, columns, width, 1), rows)
+        return
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        statement = _insert_rows(dialect, table, columns, width, len(chunk))
+        cursor.execute(statement, [value for row in chunk for value in row])
 
 
 def checkpoint_message(seq: int, head_mac: bytes, time_us: int) -> bytes:
@@ -124,8 +139,9 @@ class AuditLog:
         sql = _sql_for(dialect)
         # The driver's cursor, not SQLAlchemy statements: this runs for every read, and four compiled statements
         # measured as three quarters of an audit append's cost. Same transaction, same connection.
-        cursor = transaction.connection.cursor()
+        cursor = None
         try:
+            cursor = transaction.connection.cursor()
             cursor.execute(sql.lock_head)
             seq, mac = cursor.fetchone()
             seq, mac = int(seq), bytes(mac)
@@ -151,14 +167,8 @@ class AuditLog:
                 mac = self._chain.link(mac, canonical(*values))
                 events.append((*values, mac))
                 subjects.extend((cid, seq) for cid in dict.fromkeys(draft.customer_ids))
-            for start in range(0, len(events), _ROWS_PER_STATEMENT):
-                chunk = events[start : start + _ROWS_PER_STATEMENT]
-                statement = _insert_rows(dialect, "audit_events", _EVENT_COLUMNS, 12, len(chunk))
-                cursor.execute(statement, [value for event in chunk for value in event])
-            for start in range(0, len(subjects), _ROWS_PER_STATEMENT):
-                pairs = subjects[start : start + _ROWS_PER_STATEMENT]
-                statement = _insert_rows(dialect, "audit_subjects", "customer_id, seq", 2, len(pairs))
-                cursor.execute(statement, [value for pair in pairs for value in pair])
+            _insert(cursor, dialect, "audit_events", _EVENT_COLUMNS, events)
+            _insert(cursor, dialect, "audit_subjects", "customer_id, seq", subjects)
             cursor.execute(sql.update_head, (seq, mac))
             crossed = seq // self._checkpoint_every > first_seq // self._checkpoint_every
             if crossed or time_us - self._last_checkpoint_us >= self._checkpoint_us:
@@ -169,7 +179,8 @@ class AuditLog:
             # Fail closed, and with a fixed message: the driver's own text can quote the statement's values.
             raise Unavailable() from None
         finally:
-            cursor.close()
+            if cursor is not None:
+                cursor.close()
 
     def _write_checkpoint(self, connection: Connection, seq: int, head_mac: bytes, time_us: int) -> None:
         signature = self._signer.sign(checkpoint_message(seq, head_mac, time_us))

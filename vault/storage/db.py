@@ -33,13 +33,13 @@ import threading
 import time
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import Column, Connection, Dialect, Engine, LargeBinary, Select, Table, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, LargeBinary, Select, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -143,19 +143,21 @@ class Database:
             driver: Any = pooled.driver_connection
             dialect = self._write_engine.dialect
             driver_error: type[Exception] = dialect.loaded_dbapi.Error
+            step = "BEGIN IMMEDIATE"
             try:
                 if self.is_sqlite:
                     _begin_immediate(lambda: driver.execute("BEGIN IMMEDIATE"), deadline)
+                step = "the transaction's statements"
                 yield DriverTransaction(driver, dialect.name, driver_error)
+                step = "COMMIT"
                 driver.commit()
             except driver_error as error:
                 _roll_back_quietly(driver, driver_error)
-                pooled.invalidate()  # a cut or broken connection must not go back to the pool
-                raise OperationalError("COMMIT", None, error) from None
+                _discard_if_broken(pooled, dialect, error)
+                raise OperationalError(step, None, error) from None
             except BaseException:
                 _roll_back_quietly(driver, driver_error)
-                if getattr(driver, "broken", False):  # psycopg: the socket was cut (the answer budget) or lost
-                    pooled.invalidate()
+                _discard_if_broken(pooled, dialect, None)
                 raise
             finally:
                 pooled.close()
@@ -175,10 +177,8 @@ class Database:
         try:
             yield DriverReader(pooled.driver_connection, dialect)
         except driver_error as error:
-            wrapped = DBAPIError.instance(None, None, error, driver_error, hide_parameters=True, dialect=dialect)
-            if isinstance(wrapped, OperationalError):
-                pooled.invalidate()
-            raise wrapped from None
+            _discard_if_broken(pooled, dialect, error)
+            raise DBAPIError.instance(None, None, error, driver_error, hide_parameters=True, dialect=dialect) from None
         finally:
             pooled.close()  # the pool's reset ends PostgreSQL's implicit read transaction
 
@@ -251,6 +251,11 @@ class DriverQuery:
         prepared = self._prepared.get(dialect.name)
         if prepared is None:
             compiled = self._statement.compile(dialect=dialect)
+            # Only the simple statements this is for: every parameter bound at execution under its own name. A bound
+            # constant, an expanding IN or an escaped name would need SQLAlchemy's own parameter processing.
+            simple = "POSTCOMPILE" not in compiled.string and not compiled.escaped_bind_names
+            if not simple or any(bind.value is not None or bind.callable for bind in compiled.binds.values()):
+                raise ValueError(f"DriverQuery {self._name}: the statement needs SQLAlchemy's parameter processing")
             columns = list(self._statement.selected_columns)
             prepared = _Prepared(
                 compiled.string,
@@ -292,6 +297,10 @@ class DriverInsert:
     processor for them only wraps each value in ``sqlite3.Binary``, a per-value call on the ciphertext columns."""
 
     def __init__(self, table: Table) -> None:
+        # SQLAlchemy fills Python-side defaults into an insert; this path would not (server defaults still apply).
+        with_defaults = [column.name for column in table.columns if column.default is not None]
+        if with_defaults:
+            raise ValueError(f"DriverInsert does not apply Python-side column defaults ({table.name}: {with_defaults})")
         self._table = table
         self._prepared: dict[tuple[str, tuple[str, ...]], _PreparedInsert] = {}
 
@@ -328,22 +337,16 @@ class DriverInsert:
             values = [
                 tuple(row[key] if process is None else process(row[key]) for key, process in pairs) for row in group
             ]
-            cursor = transaction.connection.cursor()
             try:
-                with tracing.statement_span(dialect.name, prepared.sql):
+                with (
+                    tracing.statement_span(dialect.name, prepared.sql),
+                    closing(transaction.connection.cursor()) as cursor,
+                ):
                     cursor.executemany(prepared.sql, values)
             except transaction.error as error:
                 raise DBAPIError.instance(
                     None, None, error, transaction.error, hide_parameters=True, dialect=dialect
                 ) from None
-            finally:
-                cursor.close()
-
-
-def _bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
-    if isinstance(column.type, LargeBinary):
-        return None  # see DriverInsert
-    return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
 def _checkout(engine: Engine) -> PoolProxiedConnection:
@@ -355,6 +358,17 @@ def _checkout(engine: Engine) -> PoolProxiedConnection:
         return engine.raw_connection()
     except driver_error as error:
         raise DBAPIError.instance(None, None, error, driver_error, hide_parameters=True, dialect=dialect) from None
+
+
+def _discard_if_broken(pooled: PoolProxiedConnection, dialect: Dialect, error: Exception | None) -> None:
+    """Invalidate a pooled driver connection that an error left unusable (a cut socket, a lost server), so that it is
+    not handed out again; a healthy one (a lock timeout, a constraint) goes back to the pool."""
+    driver = pooled.driver_connection
+    broken = bool(getattr(driver, "broken", False))  # psycopg's own flag: the connection to the server is lost
+    if not broken and error is not None:
+        broken = dialect.is_disconnect(error, driver, None)  # type: ignore[arg-type]
+    if broken:
+        pooled.invalidate()
 
 
 def _roll_back_quietly(driver: Any, driver_error: type[Exception]) -> None:
