@@ -112,6 +112,14 @@ _ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "gb18030")
 _MIN_BYTES = {"utf-8": 6}
 _MIN_OTHER = 8
 _MIN_BASE64_RUN = 12  # 9 bytes: every canary but a two-character name (6 bytes), still found in UTF-8, JSON and hex
+
+
+def long_enough(encoding: str, needle: bytes) -> bool:
+    """Whether a needle is long enough to search binary data for (see "Encodings" above): a shorter one matches
+    ciphertext, MACs and varints by chance."""
+    return len(needle) >= _MIN_BYTES.get(encoding, _MIN_OTHER)
+
+
 _BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{12,}")
 _HEX_RUN = re.compile(rb"[0-9a-fA-F]{12,}")
 _HEX_ONLY = re.compile(rb"[0-9a-f]+|[0-9A-F]+")
@@ -180,7 +188,7 @@ def _encoded(value: str) -> Iterator[tuple[str, bytes]]:
             needle = value.encode(encoding)
         except UnicodeEncodeError:
             continue
-        if len(needle) >= _MIN_BYTES.get(encoding, _MIN_OTHER):
+        if long_enough(encoding, needle):
             yield encoding, needle
     if not value.isascii():
         yield "json", json.dumps(value)[1:-1].encode()
