@@ -133,7 +133,8 @@ class Database:
         """``write()`` on the driver's own connection, without SQLAlchemy's connection, transaction and event machinery,
         for the few fixed statements of an audit-only commit (every read's): that machinery measured as more than a
         third of such a commit's cost. Same pool, same lock, same deadline; a driver error comes out as SQLAlchemy's
-        ``OperationalError`` (nothing of the driver's text is added), and the connection it broke is discarded."""
+        ``OperationalError`` naming the step that failed (no parameters attached), and a connection it left broken is
+        discarded rather than pooled."""
         deadline = time.monotonic() + _lock_wait_seconds()
         lock = self._write_lock
         if lock is not None and not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
