@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.events import LIST_SEPARATOR, AuditDraft, canonical
 from vault.crypto import ChainMac, Signer
 from vault.errors import Unavailable
-from vault.storage.db import DriverTransaction
+from vault.storage.db import DriverTransaction, placeholder
 from vault.storage.group_commit import GroupCommitter
 from vault.storage.models import AuditCheckpointRow, AuditHeadRow
 
@@ -46,14 +47,9 @@ class _Sql:
     insert_checkpoint: str
 
 
-def _mark(dialect: str) -> str:
-    """The driver's own placeholder (sqlite3: ``?``; psycopg: ``%s``)."""
-    return "?" if dialect == "sqlite" else "%s"
-
-
 @cache
 def _sql_for(dialect: str) -> _Sql:
-    mark = _mark(dialect)
+    mark = placeholder(dialect)
     # SQLite has no row locks; its write lock, taken by BEGIN IMMEDIATE, already serialises appends.
     lock = "" if dialect == "sqlite" else " FOR UPDATE"
     # Every interpolated piece is a constant of this module, never input.
@@ -70,7 +66,7 @@ def _sql_for(dialect: str) -> _Sql:
 @cache
 def _insert_rows(dialect: str, table: str, columns: str, width: int, count: int) -> str:
     """An INSERT of ``count`` rows of ``width`` values (every piece a constant of this module)."""
-    row = f"({', '.join([_mark(dialect)] * width)})"
+    row = f"({', '.join([placeholder(dialect)] * width)})"
     return f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * count)}"  # noqa: S608
 
 
@@ -172,9 +168,7 @@ class AuditLog:
             cursor.execute(sql.update_head, (seq, mac))
             crossed = seq // self._checkpoint_every > first_seq // self._checkpoint_every
             if crossed or time_us - self._last_checkpoint_us >= self._checkpoint_us:
-                signature = self._signer.sign(checkpoint_message(seq, mac, time_us))
-                cursor.execute(sql.insert_checkpoint, (seq, mac, time_us, self._signer.public_key, signature))
-                self._last_checkpoint_us = time_us
+                self._write_checkpoint(cursor, sql, seq, mac, time_us)
         except transaction.error:
             # Fail closed, and with a fixed message: the driver's own text can quote the statement's values.
             raise Unavailable() from None
@@ -182,13 +176,9 @@ class AuditLog:
             if cursor is not None:
                 cursor.close()
 
-    def _write_checkpoint(self, connection: Connection, seq: int, head_mac: bytes, time_us: int) -> None:
+    def _write_checkpoint(self, cursor: Any, sql: _Sql, seq: int, head_mac: bytes, time_us: int) -> None:
         signature = self._signer.sign(checkpoint_message(seq, head_mac, time_us))
-        connection.execute(
-            insert(AuditCheckpointRow).values(
-                seq=seq, head_mac=head_mac, time_us=time_us, public_key=self._signer.public_key, signature=signature
-            )
-        )
+        cursor.execute(sql.insert_checkpoint, (seq, head_mac, time_us, self._signer.public_key, signature))
         self._last_checkpoint_us = time_us
 
     def checkpoint_now(self) -> None:
@@ -201,6 +191,9 @@ class AuditLog:
                 select(AuditCheckpointRow.seq).where(AuditCheckpointRow.seq == head.seq)
             ).first()
             if exists is None and head.seq > 0:
-                self._write_checkpoint(connection, int(head.seq), bytes(head.mac), self._clock_us())
+                transaction = DriverTransaction.of(connection)
+                with closing(transaction.connection.cursor()) as cursor:
+                    sql = _sql_for(transaction.dialect)
+                    self._write_checkpoint(cursor, sql, int(head.seq), bytes(head.mac), self._clock_us())
 
         self._writer.submit(sign)

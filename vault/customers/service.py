@@ -262,9 +262,9 @@ class CustomerService:
     def _standings_of(self, purpose: Purpose, customer_ids: list[str]) -> dict[str, Standing]:
         """``_standings`` in a read of its own (none when the purpose does not consult consent)."""
         if not customer_ids or not self._access.consults_consent(purpose):
-            return {}
+            return {}  # no read opened for nothing
         with self._database.read() as connection:
-            return self._standings(connection, purpose, customer_ids)
+            return consent_repo.standings(connection, customer_ids, purpose.name)
 
     def _standings(self, connection: Connection, purpose: Purpose, customer_ids: list[str]) -> dict[str, Standing]:
         if not customer_ids or not self._access.consults_consent(purpose):

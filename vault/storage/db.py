@@ -115,15 +115,21 @@ class Database:
         On the request path, waiting for SQLite's write lock (held by another thread or process) ends with the
         caller's answer budget, as a PostgreSQL statement does: ``OperationalError``, which callers answer with
         UNAVAILABLE."""
-        deadline = time.monotonic() + _lock_wait_seconds()  # one budget for both waits: this process's, then SQLite's
+        with self._write_turn() as deadline, self._write_engine.connect() as connection:
+            connection = connection.execution_options(**{_WRITE: deadline})
+            with connection.begin():
+                yield connection
+
+    @contextmanager
+    def _write_turn(self) -> Iterator[float]:
+        """This process's turn to write (on SQLite, its in-process lock), and the ``time.monotonic()`` deadline for
+        SQLite's write lock: one budget for both waits, this process's and then SQLite's."""
+        deadline = time.monotonic() + _lock_wait_seconds()
         lock = self._write_lock
         if lock is not None and not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise _still_locked()
         try:
-            with self._write_engine.connect() as connection:
-                connection = connection.execution_options(**{_WRITE: deadline})
-                with connection.begin():
-                    yield connection
+            yield deadline
         finally:
             if lock is not None:
                 lock.release()
@@ -135,11 +141,7 @@ class Database:
         third of such a commit's cost. Same pool, same lock, same deadline; a driver error comes out as SQLAlchemy's
         ``OperationalError`` naming the step that failed (no parameters attached), and a connection it left broken is
         discarded rather than pooled."""
-        deadline = time.monotonic() + _lock_wait_seconds()
-        lock = self._write_lock
-        if lock is not None and not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise _still_locked()
-        try:
+        with self._write_turn() as deadline:
             pooled = _checkout(self._write_engine)
             driver: Any = pooled.driver_connection
             dialect = self._write_engine.dialect
@@ -162,9 +164,6 @@ class Database:
                 raise
             finally:
                 pooled.close()
-        finally:
-            if lock is not None:
-                lock.release()
 
     @contextmanager
     def read_driver(self) -> Iterator[DriverReader]:
@@ -206,6 +205,11 @@ class Database:
             self._checkpointer.stop()
         self.engine.dispose()
         self._write_engine.dispose()
+
+
+def placeholder(dialect: str) -> str:
+    """The driver's own parameter placeholder (sqlite3: ``?``; psycopg: ``%s``)."""
+    return "?" if dialect == "sqlite" else "%s"
 
 
 @dataclass(frozen=True)
@@ -310,7 +314,7 @@ class DriverInsert:
         if prepared is None:
             quote = dialect.identifier_preparer
             columns = [self._table.c[key] for key in keys]
-            mark = "?" if dialect.name == "sqlite" else "%s"
+            mark = placeholder(dialect.name)
             # Every interpolated piece is a table or column name of the schema, quoted by the dialect; never input.
             sql = (
                 f"INSERT INTO {quote.format_table(self._table)} "  # noqa: S608
