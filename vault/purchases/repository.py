@@ -31,8 +31,11 @@ _ACTIVE = select(_active.c.pseudonym).where(
 _BY_ORDER = select(purchases.c.purchase_id, purchases.c.fingerprint).where(
     purchases.c.source == bindparam("source"), purchases.c.order_id == bindparam("order_id")
 )
+# Both columns constrained, so the (source, order_id) unique index answers it: on order_id alone neither SQLite nor
+# PostgreSQL can use that index, and every batch of a purchase import scanned the whole table (quadratic imports).
 _ORDERS = select(purchases.c.source, purchases.c.order_id).where(
-    purchases.c.order_id.in_(bindparam("order_ids", expanding=True))
+    purchases.c.source.in_(bindparam("sources", expanding=True)),
+    purchases.c.order_id.in_(bindparam("order_ids", expanding=True)),
 )
 
 
@@ -99,9 +102,10 @@ def by_order(connection: Connection, source: str, order_id: str) -> Any:
 def known_orders(connection: Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
     if not keys:
         return set()
-    rows = connection.execute(_ORDERS, {"order_ids": sorted({order for _, order in keys})}).all()
-    wanted = set(keys)
-    return {(row.source, row.order_id) for row in rows if (row.source, row.order_id) in wanted}
+    wanted = {"sources": sorted({source for source, _ in keys}), "order_ids": sorted({order for _, order in keys})}
+    rows = connection.execute(_ORDERS, wanted).all()
+    pairs = set(keys)
+    return {(row.source, row.order_id) for row in rows if (row.source, row.order_id) in pairs}
 
 
 def of_customer(connection: Connection, customer_id: str) -> Sequence[Row[Any]]:
