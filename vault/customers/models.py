@@ -25,6 +25,15 @@ class IdentifierKind(StrEnum):
     EXTERNAL_REF = "external_ref"
 
 
+# The kinds held in a field of their own, with that field's name (an enum's ``.value`` is a descriptor call, and
+# ``identifiers`` runs several times for every created or imported row).
+_FIELD_KINDS = tuple(
+    (kind, kind.value)
+    for kind in (IdentifierKind.MOBILE, IdentifierKind.EMAIL, IdentifierKind.NATIONAL_ID, IdentifierKind.MEMBER_ID)
+)
+_EXTERNAL_REF = IdentifierKind.EXTERNAL_REF
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class ExternalRef:
     source: str
@@ -59,12 +68,8 @@ class Profile:
 
     def identifiers(self) -> list[tuple[IdentifierKind, str]]:
         """The canonical identifiers this profile can be found by."""
-        found: list[tuple[IdentifierKind, str]] = []
-        for kind in (IdentifierKind.MOBILE, IdentifierKind.EMAIL, IdentifierKind.NATIONAL_ID, IdentifierKind.MEMBER_ID):
-            value = getattr(self, kind.value)
-            if value:
-                found.append((kind, value))
-        found.extend((IdentifierKind.EXTERNAL_REF, f"{ref.source}:{ref.id}") for ref in self.external_refs)
+        found = [(kind, value) for kind, name in _FIELD_KINDS if (value := getattr(self, name))]
+        found.extend((_EXTERNAL_REF, f"{ref.source}:{ref.id}") for ref in self.external_refs)
         return found
 
 
