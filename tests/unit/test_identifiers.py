@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
+import phonenumbers
 import pytest
 from stdnum.cn import ric
 
@@ -9,6 +11,44 @@ from tests.support.people import national_id
 from vault.customers import identifiers as ids
 
 CANONICAL_MOBILE = "+8613800138000"
+
+
+def _parsed_mobile(text: str) -> str | None:
+    """The parsing path of ``canonical_mobile`` on its own: phonenumbers' parse, validity and type checks."""
+    try:
+        number = phonenumbers.parse(text, "CN")
+    except phonenumbers.NumberParseException:
+        return None
+    mobile = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+    if not phonenumbers.is_valid_number(number) or phonenumbers.number_type(number) not in mobile:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def test_the_direct_path_for_plain_mobiles_agrees_with_parsing_on_every_five_digit_prefix() -> None:
+    """11 digits from 1, with or without +86, skip phonenumbers' parse. Parsing strips carrier codes such as 17951 or
+    12593 when what remains is a number, so every five-digit prefix is tried (with a random rest, written in turn in
+    each form the direct path takes): accepted or refused, the answer must be the parse path's."""
+    rng = random.Random(7)
+    forms = (
+        lambda d: d,
+        lambda d: "+86" + d,
+        lambda d: f"0086 {d[:3]} {d[3:7]} {d[7:]}",
+        lambda d: f"+86 {d[:3]}-{d[3:7]}-{d[7:]}",
+        lambda d: "".join(chr(ord(c) + 0xFEE0) for c in d),
+    )
+    accepted = 0
+    for prefix in range(100_000):
+        digits = f"1{prefix:05d}{rng.randrange(100_000):05d}"
+        written = forms[prefix % len(forms)](digits)
+        expected = _parsed_mobile(digits)
+        try:
+            got: str | None = ids.canonical_mobile(written)
+        except ids.IdentifierError:
+            got = None
+        assert got == expected, f"prefix {prefix:05d}"  # the prefix only: a synthetic number, but still not printed
+        accepted += got is not None
+    assert 30_000 < accepted < 100_000  # both answers occur: the comparison covered valid and invalid numbers
 
 
 @pytest.mark.parametrize(
