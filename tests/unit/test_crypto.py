@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -93,3 +94,26 @@ def test_mac_is_standard_hmac_sha256_and_reusable() -> None:
         digests = set(pool.map(lambda _: mac.digest("what do ya want ", b"for nothing?"), range(2000)))
     assert digests == {expected}
     assert mac.digest("mobile", b"x") != expected
+
+
+def test_a_record_cipher_seals_exactly_as_field_contexts_do_and_binds_the_place() -> None:
+    key = SecretKey.generate()
+    cipher = FieldCipher(key, 7)
+    record = cipher.record("customers", "id-a")
+    sealed = record.encrypt(PLAINTEXT, "name")
+    assert cipher.decrypt(sealed, HERE) == PLAINTEXT  # the same associated data as FieldContext's
+    assert record.decrypt(cipher.encrypt(PLAINTEXT, HERE), "name") == PLAINTEXT
+    assert key_ref_of(sealed) == 7
+    elsewhere: tuple[Callable[[], bytes], ...] = (
+        lambda: record.decrypt(sealed, "mobile"),  # another field
+        lambda: cipher.record("customers", "id-b").decrypt(sealed, "name"),  # another record
+        lambda: cipher.record("consents", "id-a").decrypt(sealed, "name"),  # another table
+        lambda: FieldCipher(key, 8).record("customers", "id-a").decrypt(sealed, "name"),  # another key ref
+        lambda: FieldCipher(SecretKey.generate(), 7).record("customers", "id-a").decrypt(sealed, "name"),
+        lambda: record.decrypt(sealed[:-1] + bytes([sealed[-1] ^ 1]), "name"),  # tampered
+        lambda: record.decrypt(sealed[:20], "name"),  # truncated
+    )
+    for attempt in elsewhere:
+        with pytest.raises(CryptoError):
+            attempt()
+    assert "secure" in repr(record) and key.reveal().hex() not in repr(record)

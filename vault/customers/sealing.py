@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vault.crypto import CryptoError, FieldCipher, FieldContext, SecretKey
+from vault.crypto import CryptoError, FieldCipher, SecretKey
 from vault.customers.models import (
     PERSONAL_FIELDS,
     Customer,
@@ -35,30 +35,29 @@ def column(field: str) -> str:
     return f"{field}_ct"
 
 
+_COLUMNS = {name: column(name) for name in PERSONAL_FIELDS}
+
+
 def seal(dek: SecretKey, customer_id: str, profile: Profile, names: Sequence[str]) -> dict[str, bytes | None]:
     """Ciphertext column values of the fields ``names`` (None for empty fields)."""
-    cipher = FieldCipher(dek, DEK_VERSION)
+    cipher = FieldCipher(dek, DEK_VERSION).record(TABLE, customer_id)
     values: dict[str, bytes | None] = {}
     for name in names:
         value = getattr(profile, name)
-        values[column(name)] = (
-            None
-            if is_empty(value)
-            else cipher.encrypt(encode_field(name, value), FieldContext(TABLE, customer_id, name))
-        )
+        values[_COLUMNS[name]] = None if is_empty(value) else cipher.encrypt(encode_field(name, value), name)
     return values
 
 
 def open_row(row: Any, dek: SecretKey) -> Customer:
     """The customer a stored row holds; ``IntegrityError`` (never the plaintext of a part) if any field fails to
     authenticate — tampered, or moved from another row or column."""
-    cipher = FieldCipher(dek, row.dek_version)
+    cipher = FieldCipher(dek, row.dek_version).record(TABLE, row.customer_id)
     fields: dict[str, object] = {}
     try:
         for name in PERSONAL_FIELDS:
-            token = getattr(row, column(name))
+            token = getattr(row, _COLUMNS[name])
             if token is not None:
-                fields[name] = decode_field(name, cipher.decrypt(token, FieldContext(TABLE, row.customer_id, name)))
+                fields[name] = decode_field(name, cipher.decrypt(bytes(token), name))
     except CryptoError:
         raise IntegrityError() from None
     return Customer(row.customer_id, row.version, Profile(**fields), row.create_time, row.update_time)  # type: ignore[arg-type]
