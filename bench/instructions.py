@@ -108,7 +108,8 @@ def run_phase(data: Path, phase: str, ops: int) -> None:
     who = caller("bench", "service", "bench")
     importer = ImportService(service, vault.purchases)
     ids = (data / "ids.txt").read_text().split("\n")
-    order = [random.Random(1).randrange(ops) for _ in range(ops)]
+    rng = random.Random(1)
+    order = [rng.randrange(ops) for _ in range(ops)]
     if phase == "import-customers":
         importer.customers(who, "crm", read_table(data / "customers.csv", {}, CUSTOMER_FIELDS).rows)
     elif phase == "import-purchases":
