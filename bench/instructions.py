@@ -97,9 +97,9 @@ def run_phase(data: Path, phase: str, ops: int) -> None:
     from vault.imports.reader import read_table
     from vault.imports.service import CUSTOMER_FIELDS, PURCHASE_FIELDS, ImportService
 
-    source = {"import-customers": "empty", "import-purchases": "with-customers"}.get(phase, "with-ops")
-    if phase == "none-import":
-        source = "empty"
+    source = {"import-customers": "empty", "import-purchases": "with-customers", "none-import": "empty"}.get(
+        phase, "with-ops"
+    )
     people = People(seed=11).many(2 * ops) if source == "with-ops" else []
     work = data / f"work-{os.getpid()}"
     shutil.copytree(data / source, work)

@@ -79,8 +79,12 @@ class FieldContext:
     field: str
 
     def associated_data(self, header: bytes) -> bytes:
-        parts = (_AAD_PREFIX, self.table.encode(), self.record_id.encode(), self.field.encode(), header)
-        return b"\x00".join(parts)
+        return _record_prefix(self.table, self.record_id) + self.field.encode() + b"\x00" + header
+
+
+def _record_prefix(table: str, record_id: str) -> bytes:
+    """The associated data's part common to every field of one record."""
+    return b"\x00".join((_AAD_PREFIX, table.encode(), record_id.encode(), b""))
 
 
 class FieldCipher:
@@ -96,37 +100,41 @@ class FieldCipher:
         return "FieldCipher([secure])"
 
     def encrypt(self, plaintext: bytes, context: FieldContext) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
-        return self._header + nonce + self._aead.encrypt(nonce, plaintext, context.associated_data(self._header))
+        return self._seal(plaintext, context.associated_data(self._header))
 
     def decrypt(self, token: bytes, context: FieldContext) -> bytes:
-        header_end = _HEADER.size
-        if len(token) < header_end + NONCE_BYTES + 16 or token[0] != FIELD_FORMAT_V1:
-            raise CryptoError()
-        header = bytes(token[:header_end])
-        if not hmac.compare_digest(header, self._header):
-            raise CryptoError()
-        nonce = bytes(token[header_end : header_end + NONCE_BYTES])
-        try:
-            return self._aead.decrypt(nonce, bytes(token[header_end + NONCE_BYTES :]), context.associated_data(header))
-        except InvalidTag:
-            raise CryptoError() from None
+        return self._open(token, context.associated_data(self._header))
 
     def record(self, table: str, record_id: str) -> RecordCipher:
         """This cipher for the fields of one record: the same ciphertexts as ``encrypt``/``decrypt`` with a
         ``FieldContext(table, record_id, field)``, the associated data's common part built once (a customer's ten
         fields are sealed and opened together on every create and read)."""
-        return RecordCipher(self, b"\x00".join((_AAD_PREFIX, table.encode(), record_id.encode(), b"")))
+        return RecordCipher(self, _record_prefix(table, record_id))
+
+    def _seal(self, plaintext: bytes, associated_data: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return self._header + nonce + self._aead.encrypt(nonce, plaintext, associated_data)
+
+    def _open(self, token: bytes, associated_data: bytes) -> bytes:
+        # The header must be this cipher's own (format and key ref). It is authenticated as part of the associated
+        # data too, so comparing it in the clear is only an early refusal.
+        token = bytes(token)  # a driver may hand a memoryview; bytes stay the same object
+        start = _HEADER.size + NONCE_BYTES
+        if len(token) < start + 16 or token[: _HEADER.size] != self._header:
+            raise CryptoError()
+        try:
+            return self._aead.decrypt(token[_HEADER.size : start], token[start:], associated_data)
+        except InvalidTag:
+            raise CryptoError() from None
 
 
 class RecordCipher:
     """``FieldCipher`` bound to one record (see ``FieldCipher.record``)."""
 
-    __slots__ = ("_aead", "_header", "_prefix", "_tail")
+    __slots__ = ("_cipher", "_prefix", "_tail")
 
     def __init__(self, cipher: FieldCipher, prefix: bytes) -> None:
-        self._aead = cipher._aead
-        self._header = cipher._header
+        self._cipher = cipher
         self._prefix = prefix
         self._tail = b"\x00" + cipher._header
 
@@ -134,21 +142,10 @@ class RecordCipher:
         return "RecordCipher([secure])"
 
     def encrypt(self, plaintext: bytes, field: str) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
-        return self._header + nonce + self._aead.encrypt(nonce, plaintext, self._prefix + field.encode() + self._tail)
+        return self._cipher._seal(plaintext, self._prefix + field.encode() + self._tail)
 
     def decrypt(self, token: bytes, field: str) -> bytes:
-        # The header must be this cipher's own (format and key ref); it is authenticated as part of the associated
-        # data too, so comparing it in the clear is only an early refusal.
-        start = _HEADER.size + NONCE_BYTES
-        if len(token) < start + 16 or token[: _HEADER.size] != self._header:
-            raise CryptoError()
-        try:
-            return self._aead.decrypt(
-                token[_HEADER.size : start], token[start:], self._prefix + field.encode() + self._tail
-            )
-        except InvalidTag:
-            raise CryptoError() from None
+        return self._cipher._open(token, self._prefix + field.encode() + self._tail)
 
 
 def key_ref_of(token: bytes) -> int:

@@ -57,7 +57,7 @@ def open_row(row: Any, dek: SecretKey) -> Customer:
         for name in PERSONAL_FIELDS:
             token = getattr(row, _COLUMNS[name])
             if token is not None:
-                fields[name] = decode_field(name, cipher.decrypt(bytes(token), name))
+                fields[name] = decode_field(name, cipher.decrypt(token, name))
     except CryptoError:
         raise IntegrityError() from None
     return Customer(row.customer_id, row.version, Profile(**fields), row.create_time, row.update_time)  # type: ignore[arg-type]
