@@ -42,6 +42,8 @@ from vault.customers.models import IdentifierKind
 from vault.storage.db import Database
 from vault.storage.migrate import upgrade
 
+# The issues' targets at concurrency 16, client included (issue 2: creates and reads; issue 4: audited reads and finds).
+TARGETS = {"grpc create": 1500, "grpc read": 2000, "grpc find (mobile)": 1600}
 PURPOSE = "customer_service"  # a contract purpose: reads need no consent lookup, as most integrating reads
 METHODS = {
     "create": "/piivault.v1.CustomerService/CreateCustomer",
@@ -56,10 +58,19 @@ class Result:
     count: int
     seconds: float
     latencies: list[float]
+    # CPU seconds spent on the phase by the server's processes and by the client's (None where not measured).
+    server_cpu: float | None = None
+    client_cpu: float | None = None
 
     @property
     def rate(self) -> float:
         return self.count / self.seconds
+
+    def cpu_per_call(self) -> tuple[float, float] | None:
+        """Server and client CPU milliseconds per call."""
+        if self.server_cpu is None or self.client_cpu is None:
+            return None
+        return self.server_cpu * 1000 / self.count, self.client_cpu * 1000 / self.count
 
     def row(self) -> str:
         ordered = sorted(self.latencies)
@@ -163,8 +174,41 @@ def _ready(pause: float) -> None:
     time.sleep(pause)
 
 
-def _run_share_blocking(share: Share) -> tuple[list[float], list[str]]:
-    return asyncio.run(_run_share(share))
+def _run_share_blocking(share: Share) -> tuple[list[float], list[str], float]:
+    """The share's latencies and created ids, and the CPU seconds this client process spent on it (all its threads,
+    grpc's own included)."""
+    started = time.process_time()
+    latencies, created = asyncio.run(_run_share(share))
+    return latencies, created, time.process_time() - started
+
+
+def process_tree_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) spent so far by a process and its descendants that are still running, from
+    /proc (None where there is no /proc: the CPU columns are then left out)."""
+    proc = Path("/proc")
+    if not (proc / str(pid) / "stat").exists():
+        return None
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    total = 0.0
+    for candidate, seconds in times.items():
+        ancestor = candidate
+        while ancestor not in (pid, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == pid:
+            total += seconds
+    return total
 
 
 @dataclass
@@ -217,11 +261,16 @@ def grpc_figures(
             ]
             counted = bool(metrics_url) and operation in METHODS
             counted_before = _server_count(metrics_url, operation) if metrics_url and counted else 0
+            server_pid = server.process.pid if server.process is not None else 0
+            server_before = process_tree_cpu(server_pid)
             started = time.perf_counter()
             outcomes = pool.map(_run_share_blocking, shares)
             seconds = time.perf_counter() - started
+            server_after = process_tree_cpu(server_pid)
             latencies = [value for outcome in outcomes for value in outcome[0]]
-            run.results.append(Result(name, len(latencies), seconds, latencies))
+            server_cpu = None if server_before is None or server_after is None else server_after - server_before
+            client_cpu = sum(outcome[2] for outcome in outcomes)
+            run.results.append(Result(name, len(latencies), seconds, latencies, server_cpu, client_cpu))
             if metrics_url and counted:
                 by_server = _server_count(metrics_url, operation) - counted_before
                 run.counted.append(Counted(name, len(latencies), by_server))
@@ -276,12 +325,13 @@ def in_process_figures(data_dir: Path, people: Sequence[Person], reads: int) -> 
 
     def timed(name: str, count: int, op: Callable[[int], object]) -> None:
         latencies = []
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for index in range(count):
             t0 = time.perf_counter()
             op(index)
             latencies.append(time.perf_counter() - t0)
-        results.append(Result(name, count, time.perf_counter() - started, latencies))
+        cpu = time.process_time() - cpu_started
+        results.append(Result(name, count, time.perf_counter() - started, latencies, cpu, 0.0))
 
     timed(
         "in-process create",
@@ -357,6 +407,35 @@ def provider_figures(data_dir: Path, people: Sequence[Person], reads: int) -> li
     return figures
 
 
+def print_cpu_budget(over_grpc: Sequence[Result], direct: Sequence[Result]) -> None:
+    """Where the machine's CPU went: per call, the server's and the client's CPU, and how many calls/s all cores could
+    serve at that cost. Then a best case for this machine as it is now: a call whose RPC costs no more than the health
+    check's (server and client) on top of the operation's own in-process CPU, with every core busy and nothing lost to
+    waiting. A target above that best case cannot be reached by tuning the server's concurrency; only by making the
+    operation or the RPC itself cheaper (or on a faster machine)."""
+    cores = os.cpu_count() or 1
+    costs = [result.cpu_per_call() for result in over_grpc]
+    if any(cost is None for cost in costs):
+        print("CPU per call: not measured (no /proc)")
+        return
+    print(f"CPU per call, ms (server's processes, client's processes), and the calls/s {cores} cores allow at it:")
+    print(f"  {'phase':<22}{'server':>8}{'client':>8}{'allowed/s':>11}{'ops/s':>9}")
+    for result, cost in zip(over_grpc, costs, strict=True):
+        server_ms, client_ms = cost or (0.0, 0.0)
+        allowed = cores * 1000 / (server_ms + client_ms)
+        name = result.name.removeprefix("grpc ")
+        print(f"  {name:<22}{server_ms:>8.3f}{client_ms:>8.3f}{allowed:>11.0f}{result.rate:>9.0f}")
+    *operations, ceiling = over_grpc
+    no_op_ms = sum(ceiling.cpu_per_call() or (0.0, 0.0))
+    print(f"best case on this machine now (the health check's {no_op_ms:.3f} ms + the in-process CPU, all cores busy):")
+    for remote, local in zip(operations, direct, strict=True):
+        local_ms = (local.server_cpu or 0.0) * 1000 / local.count
+        best = cores * 1000 / (no_op_ms + local_ms)
+        target = TARGETS.get(remote.name)
+        goal = f"   target {target:,}/s" if target else ""
+        print(f"  {remote.name.removeprefix('grpc '):<22}{local_ms:>8.3f} ms in-process   at most {best:>6.0f}/s{goal}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--creates", type=int, default=5000)
@@ -429,6 +508,7 @@ def main() -> None:
     print(f"share of the no-op ceiling ({ceiling.rate:.0f} health checks/s through the same server and client):")
     for remote in operations:
         print(f"  {remote.name.removeprefix('grpc '):<22}{remote.rate / ceiling.rate:>8.2f}")
+    print_cpu_budget(over_grpc, direct)
     print("key providers, in-process (reads are of cached customers):")
     print(f"{'provider':<16}{'creates/s':>11}{'calls/1k creates':>18}{'reads/s':>10}{'calls/1k reads':>16}")
     for item in providers:

@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
                 "share of the no-op ceiling",
                 "requests counted by the benchmark and by the server",
                 "metrics overhead",
+                "CPU per call",
+                "best case on this machine now",
             ),
         ),
         (
