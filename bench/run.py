@@ -58,7 +58,8 @@ class Result:
     count: int
     seconds: float
     latencies: list[float]
-    # CPU seconds spent on the phase by the server's processes and by the client's (None where not measured).
+    # CPU seconds spent on the phase by the server's processes and by the client's (None where not measured). An
+    # in-process phase has no separate client: its whole CPU is the serving side's, and client_cpu is 0.
     server_cpu: float | None = None
     client_cpu: float | None = None
 
@@ -414,19 +415,18 @@ def print_cpu_budget(over_grpc: Sequence[Result], direct: Sequence[Result]) -> N
     waiting. A target above that best case cannot be reached by tuning the server's concurrency; only by making the
     operation or the RPC itself cheaper (or on a faster machine)."""
     cores = os.cpu_count() or 1
-    costs = [result.cpu_per_call() for result in over_grpc]
-    if any(cost is None for cost in costs):
+    costs = [cost for cost in (result.cpu_per_call() for result in over_grpc) if cost is not None]
+    if len(costs) != len(over_grpc):
         print("CPU per call: not measured (no /proc)")
         return
     print(f"CPU per call, ms (server's processes, client's processes), and the calls/s {cores} cores allow at it:")
     print(f"  {'phase':<22}{'server':>8}{'client':>8}{'allowed/s':>11}{'ops/s':>9}")
-    for result, cost in zip(over_grpc, costs, strict=True):
-        server_ms, client_ms = cost or (0.0, 0.0)
+    for result, (server_ms, client_ms) in zip(over_grpc, costs, strict=True):
         allowed = cores * 1000 / (server_ms + client_ms)
         name = result.name.removeprefix("grpc ")
         print(f"  {name:<22}{server_ms:>8.3f}{client_ms:>8.3f}{allowed:>11.0f}{result.rate:>9.0f}")
-    *operations, ceiling = over_grpc
-    no_op_ms = sum(ceiling.cpu_per_call() or (0.0, 0.0))
+    operations = over_grpc[:-1]
+    no_op_ms = sum(costs[-1])  # the last phase is the health check
     print(f"best case on this machine now (the health check's {no_op_ms:.3f} ms + the in-process CPU, all cores busy):")
     for remote, local in zip(operations, direct, strict=True):
         local_ms = (local.server_cpu or 0.0) * 1000 / local.count

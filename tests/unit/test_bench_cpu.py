@@ -36,8 +36,9 @@ def test_counts_descendants_and_only_them() -> None:
         assert mine is not None
         assert mine >= own.user + own.system + 0.4
     finally:
-        parent.kill()
+        # The grandchild first: once sh is gone it is re-parented and pkill -P could no longer find it.
         subprocess.run(["pkill", "-P", str(parent.pid)], check=False)
+        parent.kill()
         parent.wait()
 
 
