@@ -18,7 +18,7 @@ from audit.events import Caller
 from vault.customers.models import PERSONAL_FIELDS, ExternalRef, Gender, IdentifierKind, Profile, fill_gaps
 from vault.customers.service import CustomerService
 from vault.customers.validation import canonical_profile, require_identifier
-from vault.errors import InvalidArgument, NotFound, PiivaultError
+from vault.errors import InvalidArgument, NotFound, PiivaultError, VersionConflict
 from vault.observability.metrics import count_import_rows
 from vault.purchases.models import Line, PurchaseInput
 from vault.purchases.service import PurchaseService
@@ -58,6 +58,7 @@ _GENDERS = {
 }
 _CUSTOMER_KEYS = ("customer_id", "member_id", "mobile", "email", "national_id", "external_id")
 _RESOLVE_ORDER = (IdentifierKind.MEMBER_ID, IdentifierKind.MOBILE, IdentifierKind.EMAIL, IdentifierKind.NATIONAL_ID)
+MERGE_ATTEMPTS = 3  # a merge that keeps losing to other writers is reported as rejected (version_conflict)
 PURCHASE_CHUNK = 1000  # purchase rows whose customers are resolved in one query
 _DATE = re.compile(r"(\d{4})[-/.年]?(\d{1,2})[-/.月]?(\d{1,2})日?")
 CHINA = dt.timezone(dt.timedelta(hours=8))  # a channel time without an offset is Beijing time
@@ -210,7 +211,7 @@ class ImportService:
             pending.clear()
             waiting.clear()
 
-        for chunk in _chunks(rows, BATCH):
+        for chunk in chunks(rows, BATCH):
             parsed: list[tuple[int, Profile]] = []
             for number, make in chunk:
                 if metered:
@@ -260,23 +261,40 @@ class ImportService:
             return RowResult(number, "rejected", reason=error.outcome, field=violation)
 
     def _merge(self, caller: Caller, number: int, customer_id: str, incoming: Profile) -> RowResult:
-        row, current, _ = self._customers.load(customer_id)
-        if row.restricted:
-            return RowResult(number, "rejected", reason="restricted", field="customer")
-        merged, filled, conflicts = fill_gaps(current.profile, incoming)
-        if filled:
-            self._customers.update(caller, merged, customer_id, filled, current.version)
-        else:
-            self._customers.note_match(caller, customer_id)  # the caller learnt which customer holds the row's ids
-        outcome = "merged" if filled else "unchanged"
-        return RowResult(number, outcome, customer_id, filled=filled, conflicts=conflicts)
+        attempts = MERGE_ATTEMPTS
+        while True:
+            row, current, _ = self._customers.load(customer_id)
+            if row.restricted:
+                return RowResult(number, "rejected", reason="restricted", field="customer")
+            merged, filled, conflicts = fill_gaps(current.profile, incoming)
+            if not filled:
+                self._customers.note_match(caller, customer_id)  # the caller learnt which customer holds the row's ids
+                return RowResult(number, "unchanged", customer_id, conflicts=conflicts)
+            try:
+                self._customers.update(caller, merged, customer_id, filled, current.version)
+            except VersionConflict:
+                # Changed since it was read (another writer, another worker of a parallel import): merge into the
+                # customer as it is now, so nothing the other writer stored is overwritten.
+                attempts -= 1
+                if not attempts:
+                    raise
+                continue
+            return RowResult(number, "merged", customer_id, filled=filled, conflicts=conflicts)
 
-    def purchases(self, caller: Caller, source: str, rows: Iterable[tuple[int, dict[str, str]]]) -> ImportSummary:
+    def purchases(
+        self,
+        caller: Caller,
+        source: str,
+        rows: Iterable[tuple[int, dict[str, str]]],
+        resolved: dict[tuple[str, ...], str | PiivaultError] | None = None,
+    ) -> ImportSummary:
+        """``resolved``: the customers found for earlier rows of the same file and source, when its rows come in
+        several calls (a worker of a parallel import); filled in as rows name new ones."""
         summary = ImportSummary()
         numbers: list[int] = []
         # A channel file names the same customers again and again: each distinct set of customer columns is resolved
         # once, and the new ones of every chunk of rows in one query.
-        resolved: dict[tuple[str, ...], str | PiivaultError] = {}
+        resolved = {} if resolved is None else resolved
 
         def reject(number: int, error: PiivaultError) -> None:
             reason = "not_found" if isinstance(error, NotFound) else error.outcome
@@ -285,7 +303,7 @@ class ImportService:
             self._progress(1)
 
         def accepted() -> Iterator[tuple[str, PurchaseInput]]:
-            for chunk in _chunks(rows, PURCHASE_CHUNK):
+            for chunk in chunks(rows, PURCHASE_CHUNK):
                 keyed = [(number, values, _customer_key(values)) for number, values in chunk]
                 # A customer not found is looked up again in the next chunk: it may have been created meanwhile.
                 for key in [key for key, found in resolved.items() if isinstance(found, NotFound)]:
@@ -344,7 +362,7 @@ def _customer_key(values: dict[str, str]) -> tuple[str, ...]:
     return tuple(values.get(name, "") for name in _CUSTOMER_KEYS)
 
 
-def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
+def chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
     chunk: list[T] = []
     for row in rows:
         chunk.append(row)

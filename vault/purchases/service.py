@@ -33,7 +33,7 @@ from vault.storage.db import Database
 from vault.storage.group_commit import GroupCommitter, Inserts
 from vault.storage.models import CustomerRow
 
-BATCH = 500
+BATCH = 1000
 _RULES = {
     NotFound: ("customer_id", "must be a live customer"),
     ProcessingRestricted: ("customer_id", "processing of this customer is restricted"),
@@ -106,22 +106,27 @@ class PurchaseService:
                 [(p.source, p.return_of_order_id) for _, _, p in accepted if p.return_of_order_id]
                 + [(p.source, p.order_id) for _, _, p in accepted],
             )
-        seen: set[tuple[str, str]] = set()
+        seen: dict[tuple[str, str], dict[str, Any]] = {}  # the rows of this batch by order
         pending: list[tuple[int, str]] = []  # (index in the stream, customer) of each row in ``rows``
         for index, customer_id, purchase in accepted:
             if customer_id not in pseudonyms:
                 continue
-            if purchase.return_of_order_id and (purchase.source, purchase.return_of_order_id) not in known | seen:
+            returned = (purchase.source, purchase.return_of_order_id)
+            if purchase.return_of_order_id and returned not in known and returned not in seen:
                 rule = "must name an order already recorded for the same source"
                 if raise_first:
                     raise InvalidArgument.single("purchase.return_of_order_id", rule)
                 summary.rejections.append((offset + index, "purchase.return_of_order_id", rule))
                 continue
             row = self._row(customer_id, pseudonyms[customer_id], purchase, now)
-            if (purchase.source, purchase.order_id) in known or (purchase.source, purchase.order_id) in seen:
+            order = (purchase.source, purchase.order_id)
+            if order in known:
                 recorded.append(self._replay(row, summary, offset + index, raise_first))
                 continue
-            seen.add((purchase.source, purchase.order_id))
+            if order in seen:  # the same order earlier in this batch, not stored yet: compared with that row
+                recorded.append(self._replay(row, summary, offset + index, raise_first, seen[order]))
+                continue
+            seen[order] = row
             rows.append(row)
             pending.append((offset + index, customer_id))
             recorded.append(Recorded(row["purchase_id"], duplicate=False))
@@ -148,12 +153,25 @@ class PurchaseService:
         summary.recorded += len(rows)
         return summary, recorded
 
-    def _replay(self, row: dict[str, Any], summary: BatchSummary, index: int, raise_first: bool) -> Recorded:
-        with self._database.read() as connection:
-            existing = repo.by_order(connection, row["source"], row["order_id"])
-        if existing is not None and bytes(existing.fingerprint) == row["fingerprint"]:
+    def _replay(
+        self,
+        row: dict[str, Any],
+        summary: BatchSummary,
+        index: int,
+        raise_first: bool,
+        earlier: dict[str, Any] | None = None,
+    ) -> Recorded:
+        """A row whose order is recorded already (stored, or ``earlier`` in the same batch): a duplicate if its
+        content is the same, else a conflict."""
+        if earlier is None:
+            with self._database.read() as connection:
+                existing = repo.by_order(connection, row["source"], row["order_id"])
+            first = None if existing is None else (existing.purchase_id, bytes(existing.fingerprint))
+        else:
+            first = (earlier["purchase_id"], earlier["fingerprint"])
+        if first is not None and first[1] == row["fingerprint"]:
             summary.duplicates += 1
-            return Recorded(existing.purchase_id, duplicate=True)
+            return Recorded(first[0], duplicate=True)
         if raise_first:
             raise IdempotencyConflict("purchase.order_id was already recorded for this source with other content")
         assert summary.rejections is not None

@@ -433,7 +433,16 @@ def _sqlite_engine(url: str, pool_size: int, synchronous: str, busy_timeout_ms: 
     def _on_begin(connection: Connection) -> None:
         options = connection.get_execution_options()
         if options.get(_WRITE):
-            _begin_immediate(lambda: connection.exec_driver_sql("BEGIN IMMEDIATE"), options[_WRITE])
+            # On the driver's connection: while another process holds the lock every poll fails, and SQLAlchemy
+            # wrapping each failure in its own exception measured as 0.13 ms of CPU a poll.
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            try:
+                _begin_immediate(lambda: driver.execute("BEGIN IMMEDIATE"), options[_WRITE])
+            except sqlite3.Error as error:  # as SQLAlchemy would have raised it: callers answer it with UNAVAILABLE
+                raise DBAPIError.instance(
+                    "BEGIN IMMEDIATE", None, error, sqlite3.Error, hide_parameters=True, dialect=connection.dialect
+                ) from None
         elif not options.get(_AUTOCOMMIT, False):
             connection.exec_driver_sql("BEGIN")
 

@@ -1,6 +1,8 @@
 """``piivault import``: customers and purchases from a channel's CSV or XLSX file, merged instead of duplicated.
 
-In-process (the default) the rows go straight to the vault's services as the local operator. With ``--address`` (or
+In-process (the default) the rows go straight to the vault's services as the local operator; a file of
+``vault.imports.parallel.MIN_ROWS`` rows or more is imported by worker processes, one per CPU unless ``--jobs`` says
+otherwise, with the same report as one process (see that module). With ``--address`` (or
 PIIVAULT_ADDRESS) they go through the API with PIIVAULT_TOKEN (role ``service``): customers through
 CustomerService.ImportCustomers, purchases through PurchaseService.RecordPurchases. The file is read and every row
 validated here either way, so the per-row report and the counts are the same; the API differs in two ways:
@@ -20,6 +22,7 @@ import csv
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -42,6 +45,13 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 MapOption = Annotated[list[str] | None, typer.Option("--map", help="HEADER=FIELD, e.g. 手机号码=mobile (repeatable)")]
+Jobs = Annotated[
+    int,
+    typer.Option(
+        help="In-process: worker processes for a file of 2,000 rows or more (0: one per CPU; 1: no workers). Rows "
+        "that share an identifier or an order stay in one worker, in file order, so the report is that of one process."
+    ),
+]
 CUSTOMER_KEYS = ("customer_id", "member_id", "mobile", "email", "national_id", "external_id")
 
 
@@ -73,7 +83,14 @@ def _report(summary: ImportSummary, report: Path | None) -> None:
 
 
 def _run(
-    kind: str, file: Path, source: str, overrides: dict[str, str], report: Path | None, address: str, purpose: str
+    kind: str,
+    file: Path,
+    source: str,
+    overrides: dict[str, str],
+    report: Path | None,
+    address: str,
+    purpose: str,
+    jobs: int,
 ) -> None:
     from vault.imports.reader import ReadError, read_table
     from vault.imports.service import CUSTOMER_FIELDS, PURCHASE_FIELDS
@@ -101,14 +118,32 @@ def _run(
         return
 
     from audit.events import Caller
+    from vault.config import Settings
+    from vault.imports.parallel import MIN_ROWS, ImportWorkerFailed, ParallelImport, usable_jobs
     from vault.imports.service import ImportService
 
-    with opened_vault(f"import {kind}", "service") as vault, bar() as progress:
-        task = progress.add_task(f"importing {kind}", total=None)
-        service = ImportService(vault.customers, vault.purchases, lambda n: progress.advance(task, n))
-        caller = Caller(operator(), "service", f"cli:import {kind}", purpose="")
-        method = service.customers if kind == "customers" else service.purchases
-        summary = method(caller, source, table.rows)
+    caller = Caller(operator(), "service", f"cli:import {kind}", purpose="")
+    head = list(islice(table.rows, MIN_ROWS))
+    rows = chain(head, table.rows)
+    workers = usable_jobs(jobs) if len(head) == MIN_ROWS else 1
+    if workers == 1:
+        with opened_vault(f"import {kind}", "service") as vault, bar() as progress:
+            task = progress.add_task(f"importing {kind}", total=None)
+            service = ImportService(vault.customers, vault.purchases, lambda n: progress.advance(task, n))
+            method = service.customers if kind == "customers" else service.purchases
+            summary = method(caller, source, rows)
+    else:
+        with opened_vault(f"import {kind}", "service"):
+            pass  # the command is recorded in the audit log, and the vault closed again before the workers fork
+        importer = ParallelImport(Settings.from_env(), kind, caller, source, workers)
+        err.print(f"{workers} worker processes")
+        try:
+            with importer, bar() as progress:  # the progress bar's thread starts after the fork
+                task = progress.add_task(f"importing {kind} ({workers} processes)", total=None)
+                importer.progress = lambda n: progress.advance(task, n)
+                summary = importer.run(rows)
+        except ImportWorkerFailed as error:
+            fail(f"{error}; the rows imported before it stay, and importing the file again is safe")
     _report(summary, report)
 
 
@@ -327,12 +362,13 @@ def import_customers(
     map_: MapOption = None,
     report: Annotated[Path | None, typer.Option(help="write the per-row report (no personal data) as CSV")] = None,
     address: Address = "",
+    jobs: Jobs = 0,
 ) -> None:
     """Create new customers; merge rows that match a stored one (fill empty fields, add the external ref).
 
     With --address: through ImportCustomers, one lookup of the token's budget per row (the command waits while it
     refills); the report is the same."""
-    _run("customers", file, source.strip().lower(), _overrides(map_), report, address, "")
+    _run("customers", file, source.strip().lower(), _overrides(map_), report, address, "", jobs)
 
 
 @app.command("purchases")
@@ -349,9 +385,10 @@ def import_purchases(
         ),
     ] = "order_fulfilment",
     address: Address = "",
+    jobs: Jobs = 0,
 ) -> None:
     """Record purchases; the customer is named by customer_id, member id, mobile, email, national id or external id.
 
     With --address: through RecordPurchases, each customer named by an identifier found with FindCustomers; the
     report is the same."""
-    _run("purchases", file, source.strip().lower(), _overrides(map_), report, address, purpose)
+    _run("purchases", file, source.strip().lower(), _overrides(map_), report, address, purpose, jobs)
