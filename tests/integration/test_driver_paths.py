@@ -128,6 +128,8 @@ def test_rows_inserted_on_the_driver_read_back_as_sqlalchemy_inserted_them(datab
         {"label": "full", "blob": b"\x00\xffciphertext", "at": at, "flag": True},
         {"label": "sparse", "blob": None, "at": at, "flag": False},
         {"label": "fewer columns"},
+        {},  # the key alone: one column
+        {"at": at},  # one converted column
     ]
     with database.write() as connection:
         for n, row in enumerate(rows):  # one statement each: SQLAlchemy's executemany needs the same columns in all

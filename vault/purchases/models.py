@@ -13,6 +13,8 @@ ANALYTICS = "analytics"  # the analytics domain purchases are filed under
 _SOURCE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _MAX_LINES = 500
+# ``json.dumps(…, separators=(",", ":"))`` without building an encoder per call; the stored format must not change.
+LINES_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +42,7 @@ class PurchaseInput:
         return sum(line.quantity for line in self.lines)
 
     def lines_json(self) -> str:
-        return json.dumps(
-            [[line.sku, line.quantity, line.unit_price_minor] for line in self.lines], separators=(",", ":")
-        )
+        return LINES_JSON.encode([[line.sku, line.quantity, line.unit_price_minor] for line in self.lines])
 
 
 def _text(value: str, field: str, limit: int, *, required: bool) -> list[FieldViolation]:
@@ -88,6 +88,8 @@ def validate(purchase: PurchaseInput, now: dt.datetime, prefix: str = "purchase"
             problems.append(FieldViolation(f"{prefix}.amount_minor", "must equal the sum of quantity x unit price"))
     if problems:
         raise InvalidArgument(problems)
+    if source == purchase.source:
+        return purchase
     return PurchaseInput(
         source=source,
         order_id=purchase.order_id,

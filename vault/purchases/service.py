@@ -34,6 +34,9 @@ from vault.storage.group_commit import GroupCommitter, Inserts
 from vault.storage.models import CustomerRow
 
 BATCH = 1000
+# ``json.dumps(…, ensure_ascii=False)`` without building an encoder per row; fingerprints of stored purchases are
+# compared with this, so the format must not change.
+_BODY_JSON = json.JSONEncoder(ensure_ascii=False)
 _RULES = {
     NotFound: ("customer_id", "must be a live customer"),
     ProcessingRestricted: ("customer_id", "processing of this customer is restricted"),
@@ -241,7 +244,7 @@ class PurchaseService:
 
     def _row(self, customer_id: str, pseudonym: str, purchase: PurchaseInput, now: dt.datetime) -> dict[str, Any]:
         lines = purchase.lines_json()
-        body = json.dumps(
+        body = _BODY_JSON.encode(
             [
                 customer_id,
                 purchase.source,
@@ -254,8 +257,7 @@ class PurchaseService:
                 purchase.payment_method,
                 purchase.coupon,
                 purchase.return_of_order_id,
-            ],
-            ensure_ascii=False,
+            ]
         ).encode()
         return {
             "purchase_id": str(uuid.uuid4()),

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -289,6 +290,23 @@ class DriverQuery:
 class _PreparedInsert:
     sql: str
     processors: tuple[Callable[[Any], Any] | None, ...]  # one per column, in the statement's order
+    keys: tuple[str, ...]  # the columns, in the statement's order
+
+    def values(self, rows: Sequence[dict[str, Any]]) -> list[Sequence[Any]]:
+        """Each row's values in the statement's order, converted where the column's type says so. The values are
+        picked in one C call per row and only the few converted columns (times) are touched one by one: a Python
+        step per value measured as a sixth of an imported purchase row's cost."""
+        pick = itemgetter(*self.keys)
+        convert = [(i, process) for i, process in enumerate(self.processors) if process is not None]
+        if len(self.keys) > 1 and not convert:
+            return [pick(row) for row in rows]
+        picked: list[Sequence[Any]] = []
+        for row in rows:
+            values = [pick(row)] if len(self.keys) == 1 else list(pick(row))
+            for i, process in convert:
+                values[i] = process(values[i])
+            picked.append(values)
+        return picked
 
 
 class DriverInsert:
@@ -327,7 +345,7 @@ class DriverInsert:
                 else column.type.dialect_impl(dialect).bind_processor(dialect)
                 for column in columns
             )
-            prepared = _PreparedInsert(sql, processors)
+            prepared = _PreparedInsert(sql, processors, keys)
             self._prepared[(dialect.name, keys)] = prepared
         return prepared
 
@@ -338,10 +356,7 @@ class DriverInsert:
             by_keys.setdefault(tuple(row), []).append(row)
         for keys, group in by_keys.items():
             prepared = self._prepare(dialect, keys)
-            pairs = tuple(zip(keys, prepared.processors, strict=True))
-            values = [
-                tuple(row[key] if process is None else process(row[key]) for key, process in pairs) for row in group
-            ]
+            values = prepared.values(group)
             try:
                 with (
                     tracing.statement_span(dialect.name, prepared.sql),

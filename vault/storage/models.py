@@ -62,7 +62,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
                 return None
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to a UTC column")
-            utc = value.astimezone(dt.UTC)
+            utc = value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)
             return (
                 f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d} "
                 f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}"
