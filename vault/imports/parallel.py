@@ -36,7 +36,8 @@ import multiprocessing
 import os
 import queue
 import sys
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from itertools import islice
 from multiprocessing.queues import Queue
 from typing import Any
 
@@ -44,7 +45,7 @@ from audit.events import Caller
 from vault.config import Settings
 from vault.customers.models import ExternalRef, Gender, Profile
 from vault.errors import InvalidArgument
-from vault.imports.service import ImportService, ImportSummary, RowResult, chunks, profile_of_row
+from vault.imports.service import ImportService, ImportSummary, RowResult, profile_of_row
 
 MIN_ROWS = 2_000  # fewer rows than this run in one process: starting the workers would cost more than it saves
 BLOCK_ROWS = 4_000  # rows grouped and dealt at a time
@@ -150,6 +151,15 @@ def _plain(r: RowResult) -> tuple[Any, ...]:
     return (r.row, r.outcome, r.customer_id, r.reason, r.field, r.filled, r.conflicts)
 
 
+def _blocks(rows: Iterator[tuple[int, dict[str, str]]]) -> Iterator[list[tuple[int, dict[str, str]]]]:
+    """The rows in blocks of ``BLOCK_ROWS``, the first ones smaller: the workers start while the main process is
+    still reading (and for customers canonicalising) the rows after them."""
+    size = max(1, BLOCK_ROWS // 8)
+    while block := list(islice(rows, size)):
+        yield block
+        size = min(2 * size, BLOCK_ROWS)
+
+
 def _constant(profile: Profile) -> Callable[[], Profile]:
     return lambda: profile
 
@@ -225,7 +235,7 @@ class ParallelImport:
     def run(self, rows: Rows) -> ImportSummary:
         """Import ``rows`` (as ``ImportService.customers`` or ``.purchases`` takes them); the report in file order."""
         try:
-            for block in chunks(rows, BLOCK_ROWS):
+            for block in _blocks(iter(rows)):
                 self._deal(block)
                 while sum(self._queued) > MAX_QUEUED_ROWS:
                     self._receive()
