@@ -33,7 +33,15 @@ from tests.support.people import People, caller, profile_of
 from vault.app import Vault
 from vault.customers import repository as repo
 from vault.customers.models import IdentifierKind
-from vault.storage.db import Database, DriverInsert, DriverQuery, DriverReader, DriverTransaction, answering_within
+from vault.storage.db import (
+    WRITER_CACHE_KIB,
+    Database,
+    DriverInsert,
+    DriverQuery,
+    DriverReader,
+    DriverTransaction,
+    answering_within,
+)
 from vault.storage.migrate import upgrade
 from vault.storage.models import AuditEventRow, AuditSubjectRow, CustomerRow, UTCDateTime
 
@@ -204,3 +212,16 @@ def test_statements_that_need_sqlalchemys_parameter_processing_are_refused() -> 
     )
     with pytest.raises(ValueError, match="defaults"):
         DriverInsert(defaulted)
+
+
+def test_sqlite_writers_keep_a_larger_page_cache_than_readers(tmp_path: Path) -> None:
+    database = Database.from_url(f"sqlite:///{tmp_path / 'cache.db'}")
+    try:
+        with database.write_driver() as transaction:
+            writer = transaction.connection.execute("PRAGMA cache_size").fetchone()[0]
+        with database.read() as connection:
+            reader = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    finally:
+        database.dispose()
+    assert writer == -WRITER_CACHE_KIB  # negative: KiB, not pages
+    assert reader == -2000  # SQLite's default

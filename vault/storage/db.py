@@ -48,6 +48,10 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from vault.observability import tracing
 
 _WRITE = "piivault_write"
+# SQLite's page cache of each writer connection (two per process); readers keep SQLite's default 2 MiB. Inserts land
+# all over the blind index and the purchase indexes, and with the default an import of 20,000 customers re-read pages
+# it had just written: 32 MiB measured 4-12% more rows/s (two interleaved runs each, all figures in one direction).
+WRITER_CACHE_KIB = 32 * 1024
 _AUTOCOMMIT = "piivault_autocommit"
 _BUSY_TIMEOUT_MS = 30_000
 _WRITE_LOCK_TIMEOUT_SECONDS = 30.0
@@ -104,7 +108,9 @@ class Database:
         engine = make_engine(url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous)
         if engine.dialect.name != "sqlite":
             return cls(engine)
-        writer = _sqlite_engine(normalize_url(url), 2, sqlite_synchronous, busy_timeout_ms=0)
+        writer = _sqlite_engine(
+            normalize_url(url), 2, sqlite_synchronous, busy_timeout_ms=0, cache_kib=WRITER_CACHE_KIB
+        )
         database = cls(engine, writer)
         database._checkpointer = _Checkpointer(writer)
         return database
@@ -424,7 +430,9 @@ def make_engine(url: str, *, pool_size: int = 20, sqlite_synchronous: str = "NOR
     return engine
 
 
-def _sqlite_engine(url: str, pool_size: int, synchronous: str, busy_timeout_ms: int = _BUSY_TIMEOUT_MS) -> Engine:
+def _sqlite_engine(
+    url: str, pool_size: int, synchronous: str, busy_timeout_ms: int = _BUSY_TIMEOUT_MS, cache_kib: int = 0
+) -> Engine:
     engine = create_engine(
         url, pool_size=pool_size, max_overflow=0, pool_timeout=30, connect_args={"check_same_thread": False}
     )
@@ -442,6 +450,8 @@ def _sqlite_engine(url: str, pool_size: int, synchronous: str, busy_timeout_ms: 
         cursor.execute("PRAGMA wal_autocheckpoint=0")
         # Deleted ciphertexts are overwritten, so erased data does not linger in free pages of the file.
         cursor.execute("PRAGMA secure_delete=ON")
+        if cache_kib:
+            cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
