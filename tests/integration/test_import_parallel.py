@@ -317,3 +317,44 @@ def test_the_import_command_uses_workers_for_a_large_file_and_reports_as_one_pro
     assert answers[0][0] == answers[1][0] == {"created": len(people), "merged": len(people), "conflicts": 0}
     assert answers[0][1] == answers[1][1]
     assert (answers[0][2], answers[1][2]) == (False, True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process still runs (a zombie waiting to be reaped has stopped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_workers_stop_by_themselves_when_the_importing_process_is_killed(twins: tuple[Settings, Settings]) -> None:
+    import subprocess
+    import sys
+    import time
+
+    settings = twins[1]
+    script = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from tests.support.people import caller\n"
+        "from vault.config import Settings\n"
+        "from vault.imports.parallel import ParallelImport\n"
+        f"settings = Settings(data_dir=Path({str(settings.data_dir)!r}), database_url={settings.database_url!r})\n"
+        "importer = ParallelImport(settings, 'customers', caller(), 'crm', 2)\n"
+        "print(' '.join(str(process.pid) for process in importer._processes), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    main = subprocess.Popen([sys.executable, "-c", script], cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert main.stdout is not None
+        workers = [int(pid) for pid in main.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    finally:
+        main.kill()  # SIGKILL: the main process cleans nothing up
+        main.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)

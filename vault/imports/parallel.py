@@ -50,6 +50,7 @@ from vault.imports.service import ImportService, ImportSummary, RowResult, profi
 MIN_ROWS = 2_000  # fewer rows than this run in one process: starting the workers would cost more than it saves
 BLOCK_ROWS = 4_000  # rows grouped and dealt at a time
 MAX_QUEUED_ROWS = 3 * BLOCK_ROWS  # sent and not yet imported: enough that no worker waits for the next block
+PARENT_CHECK_SECONDS = 1.0  # how often an idle worker checks that the main process is still there
 MAX_REMEMBERED = 1_000_000  # identifiers remembered with their worker before waiting for all (memory bound)
 
 Rows = Iterable[tuple[int, dict[str, str]]]
@@ -121,9 +122,17 @@ def groups(keys: Sequence[Iterable[Hashable]]) -> list[list[int]]:
 
 
 def _work(
-    inbox: Queue[Any], outbox: Queue[Any], worker: int, settings: Settings, caller: Caller, kind: str, source: str
+    inbox: Queue[Any],
+    outbox: Queue[Any],
+    worker: int,
+    parent: int,
+    settings: Settings,
+    caller: Caller,
+    kind: str,
+    source: str,
 ) -> None:
-    """A worker: open the vault, import each part of the file it is sent, answer with the part's report lines."""
+    """A worker: open the vault, import each part of the file it is sent, answer with the part's report lines.
+    ``parent``: the main process's pid, taken before the fork (it may be gone before the worker first looks)."""
     from vault.app import Vault
 
     try:
@@ -134,7 +143,7 @@ def _work(
     try:
         service = ImportService(vault.customers, vault.purchases)
         resolved: dict[tuple[str, ...], Any] = {}  # purchases: the customers earlier parts named
-        while (part := inbox.get()) is not None:
+        while (part := _next_part(inbox, parent)) is not None:
             if kind == "customers":
                 summary = service.profiles(caller, [(number, _constant(unpack(p))) for number, p in part])
             else:
@@ -144,6 +153,17 @@ def _work(
         outbox.put(("failed", worker, type(error).__name__))
     finally:
         vault.close()
+
+
+def _next_part(inbox: Queue[Any], parent: int) -> Any:
+    """The next part of the file, or None when there is none: the main process said so, or it is gone (killed: a
+    worker holds the queue's other end too, so it would otherwise wait forever with the vault open)."""
+    while True:
+        try:
+            return inbox.get(timeout=PARENT_CHECK_SECONDS)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return None
 
 
 def _plain(r: RowResult) -> tuple[Any, ...]:
@@ -193,7 +213,7 @@ class ParallelImport:
         self._processes = [
             context.Process(
                 target=_work,
-                args=(inbox, self._outbox, worker, settings, caller, kind, source),
+                args=(inbox, self._outbox, worker, os.getpid(), settings, caller, kind, source),
                 name=f"piivault-import-{worker}",
                 daemon=True,
             )
