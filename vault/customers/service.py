@@ -152,12 +152,17 @@ class CustomerService:
         return Customer(customer_id, 1, profile, now, now)
 
     def create_many(
-        self, caller: Caller, profiles: Sequence[Profile], matches: Sequence[Sequence[tuple[str, ...]]] = ()
+        self,
+        caller: Caller,
+        profiles: Sequence[Profile],
+        matches: Sequence[Sequence[tuple[str, ...]]] = (),
+        known: dict[tuple[IdentifierKind, str], bytes] | None = None,
     ) -> list[Customer] | None:
         """Create customers from canonical profiles (validated by the caller) in one transaction, each with its own
         audit event; None when an identifier turned out to be taken (nothing is written then; create them one by one
         to learn which). ``matches[i]``: for each further import row merged into profile ``i`` before it was created,
-        the fields that row filled — each is audited like a row matched against a stored customer."""
+        the fields that row filled — each is audited like a row matched against a stored customer. ``known``: blind
+        index digests computed already (by ``owners_of_many`` for the same rows), by identifier."""
         if not profiles:
             return []
         now = self._clock()
@@ -184,7 +189,7 @@ class CustomerService:
             )
             index_rows += [
                 {"digest": digest, "kind": kind.value, "customer_id": customer_id}
-                for kind, digest in self._digests(profile)
+                for kind, digest in self._digests(profile, known)
             ]
             events.append(AuditDraft.of(caller, "ok", (customer_id,), _fields_of(profile)))
             if matches:
@@ -466,9 +471,12 @@ class CustomerService:
         """Audit that a caller learnt a customer's id by matching identifiers (an import row that changed nothing)."""
         self._audit.record(AuditDraft.of(caller, "ok", (customer_id,)))
 
-    def owners_of_many(self, profiles: Sequence[Profile]) -> list[set[str]]:
-        """``owners_of`` for many profiles in one query (an import checks a batch of rows at once)."""
-        digests = [self._digests(profile) for profile in profiles]
+    def owners_of_many(
+        self, profiles: Sequence[Profile], known: dict[tuple[IdentifierKind, str], bytes] | None = None
+    ) -> list[set[str]]:
+        """``owners_of`` for many profiles in one query (an import checks a batch of rows at once). ``known``: filled
+        with the digests computed, by identifier, for a ``create_many`` of the same rows to reuse."""
+        digests = [self._digests(profile, known) for profile in profiles]
         with self._database.read() as connection:
             taken = repo.owners(connection, [pair for pairs in digests for pair in pairs])
         return [{taken[(kind.value, d)] for kind, d in pairs if (kind.value, d) in taken} for pairs in digests]
@@ -540,8 +548,21 @@ class CustomerService:
 
     # -- crypto ---------------------------------------------------------------------------------------------------
 
-    def _digests(self, profile: Profile) -> list[tuple[IdentifierKind, bytes]]:
-        return [(kind, self._blind_index.digest(kind.value, value.encode())) for kind, value in profile.identifiers()]
+    def _digests(
+        self, profile: Profile, known: dict[tuple[IdentifierKind, str], bytes] | None = None
+    ) -> list[tuple[IdentifierKind, bytes]]:
+        """The blind-index digest of each identifier; with ``known``, each looked up there first and added to it."""
+        if known is None:
+            return [
+                (kind, self._blind_index.digest(kind.value, value.encode())) for kind, value in profile.identifiers()
+            ]
+        found: list[tuple[IdentifierKind, bytes]] = []
+        for identifier in profile.identifiers():
+            digest = known.get(identifier)
+            if digest is None:
+                digest = known[identifier] = self._blind_index.digest(identifier[0].value, identifier[1].encode())
+            found.append((identifier[0], digest))
+        return found
 
     def _decrypt_rows(self, rows: Sequence[Row[Any]]) -> list[Customer]:
         deks = self._keys.unwrap_many([(row.customer_id, WrappedKey(row.wrapped_dek, row.kek_version)) for row in rows])

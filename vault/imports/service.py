@@ -184,6 +184,8 @@ class ImportService:
         # batch records one audit event for the match, so nothing is flushed early or read back.
         pending: list[_Pending] = []
         waiting: dict[tuple[IdentifierKind, str], _Pending] = {}  # identifier → the waiting customer holding it
+        # Blind-index digests of the chunk's identifiers, computed by the lookup and reused by the creation.
+        digests: dict[tuple[IdentifierKind, str], bytes] = {}
 
         def flush() -> None:
             # A row merged into a waiting customer may carry an identifier that is not copied into it (it conflicts
@@ -192,11 +194,12 @@ class ImportService:
             # ambiguous, as it would have been had it come after the waiting customer was stored.
             followers = [follower.profile for entry in pending for follower in entry.followers]
             created = None
-            if not followers or not any(self._customers.owners_of_many(followers)):
+            if not followers or not any(self._customers.owners_of_many(followers, digests)):
                 created = self._customers.create_many(
                     caller,
                     [entry.profile for entry in pending],
                     matches=[[follower.filled for follower in entry.followers] for entry in pending],
+                    known=digests,
                 )
             if created is None:  # an identifier was taken meanwhile: settle every row one by one
                 for entry in pending:
@@ -212,6 +215,7 @@ class ImportService:
             waiting.clear()
 
         for chunk in chunks(rows, BATCH):
+            digests.clear()  # the previous chunk's (kept no longer than a chunk)
             parsed: list[tuple[int, Profile]] = []
             for number, make in chunk:
                 if metered:
@@ -221,7 +225,7 @@ class ImportService:
                 except InvalidArgument as error:
                     summary.add(RowResult(number, "rejected", reason="invalid", field=error.violations[0].field))
                     self._progress(1)
-            owners = self._customers.owners_of_many([profile for _, profile in parsed])  # one query per chunk
+            owners = self._customers.owners_of_many([profile for _, profile in parsed], digests)  # one query a chunk
             for (number, profile), taken in zip(parsed, owners, strict=True):
                 identifiers = profile.identifiers()
                 same = {id(entry): entry for key in identifiers if (entry := waiting.get(key)) is not None}
