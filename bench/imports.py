@@ -112,7 +112,9 @@ def _import(data: Path, customers_csv: Path, purchases_csv: Path, jobs: int) -> 
     data.mkdir()
     database = Database.from_url(settings.effective_database_url)
     upgrade(database.engine)
-    vault = Vault.open(settings, database=database)  # creates the keys, as `piivault migrate` would
+    Vault.open(settings, database=database).close()  # creates the keys, as `piivault migrate` would
+    database.dispose()  # nothing open when the workers fork (see vault.imports.parallel)
+    vault = Vault.open(settings) if jobs == 1 else None
     who = caller("bench-import", "service", "cli:import")
     figures: list[float] = []
     counts: list[dict[str, int]] = []
@@ -123,20 +125,17 @@ def _import(data: Path, customers_csv: Path, purchases_csv: Path, jobs: int) -> 
         ):
             rows = read_table(path, {}, fields).rows
             started, cpu = time.perf_counter(), _cpu()
-            if jobs == 1:
+            if vault is not None:
                 importer = ImportService(vault.customers, vault.purchases)
                 summary = (importer.customers if kind == "customers" else importer.purchases)(who, source, rows)
             else:
-                if kind == "customers":
-                    vault.close()  # nothing open when the workers fork (see vault.imports.parallel)
-                    database.dispose()
                 with ParallelImport(settings, kind, who, source, jobs) as parallel:
                     summary = parallel.run(rows)
             figures += [time.perf_counter() - started, _cpu() - cpu]
             counts.append(summary.counts)
     finally:
-        vault.close()
-        database.dispose()
+        if vault is not None:
+            vault.close()
     return Timed(figures[0], figures[1], counts[0], figures[2], figures[3], counts[1])
 
 

@@ -307,6 +307,13 @@ def test_the_import_command_uses_workers_for_a_large_file_and_reports_as_one_pro
         with report_path.open(encoding="utf-8") as handle:
             lines = list(csv.DictReader(handle))
         labels: dict[str, int] = {}
+        audited = subprocess.run(
+            [piivault, "audit", "query", "--action", "cli:import customers", "--format", "json", "--limit", "100000"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
         answers.append(
             (
                 json.loads(done.stdout),
@@ -314,6 +321,11 @@ def test_the_import_command_uses_workers_for_a_large_file_and_reports_as_one_pro
                 b"2 worker processes" in done.stderr,
             )
         )
+        # The command itself is recorded once (the event naming no customer), however many processes import its rows;
+        # every created or merged customer has its own events under the same action.
+        events = [json.loads(line) for line in audited.stdout.splitlines()]
+        assert [event["seq"] for event in events if not event["customer_ids"]] == ["1"]
+        assert len({event["customer_ids"] for event in events}) == len(people) + 1
     assert answers[0][0] == answers[1][0] == {"created": len(people), "merged": len(people), "conflicts": 0}
     assert answers[0][1] == answers[1][1]
     assert (answers[0][2], answers[1][2]) == (False, True)

@@ -552,16 +552,13 @@ class CustomerService:
         self, profile: Profile, known: dict[tuple[IdentifierKind, str], bytes] | None = None
     ) -> list[tuple[IdentifierKind, bytes]]:
         """The blind-index digest of each identifier; with ``known``, each looked up there first and added to it."""
-        if known is None:
-            return [
-                (kind, self._blind_index.digest(kind.value, value.encode())) for kind, value in profile.identifiers()
-            ]
+        cache = {} if known is None else known
         found: list[tuple[IdentifierKind, bytes]] = []
-        for identifier in profile.identifiers():
-            digest = known.get(identifier)
+        for kind, value in profile.identifiers():
+            digest = cache.get((kind, value))
             if digest is None:
-                digest = known[identifier] = self._blind_index.digest(identifier[0].value, identifier[1].encode())
-            found.append((identifier[0], digest))
+                digest = cache[(kind, value)] = self._blind_index.digest(kind.value, value.encode())
+            found.append((kind, digest))
         return found
 
     def _decrypt_rows(self, rows: Sequence[Row[Any]]) -> list[Customer]:

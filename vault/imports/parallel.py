@@ -302,7 +302,7 @@ class ParallelImport:
             orders: list[list[Hashable]] = [
                 [value for name in ("order_id", "return_of_order_id") if (value := row.get(name))] for _, row in block
             ]
-            return list(block), orders
+            return block, orders
         items: list[Any] = []
         customer_keys: list[list[Hashable]] = []
         for number, values in block:

@@ -31,9 +31,8 @@ def operator() -> str:
         return "local:unknown"
 
 
-@contextmanager
-def opened_vault(action: str, role: str) -> Iterator[Vault]:
-    """The vault from the environment's settings, with the command recorded in the audit log first."""
+def _open_recorded(action: str, role: str) -> Vault:
+    """The vault from the environment's settings, with the command recorded in the audit log."""
     from audit.events import AuditDraft, Caller
     from vault.app import Vault
     from vault.config import ConfigError, Settings
@@ -47,6 +46,23 @@ def opened_vault(action: str, role: str) -> Iterator[Vault]:
         fail(str(error))
     try:
         vault.audit.record(AuditDraft.of(Caller(operator(), role, f"cli:{action}"), "ok"))
+    except BaseException:
+        vault.close()
+        raise
+    return vault
+
+
+@contextmanager
+def opened_vault(action: str, role: str) -> Iterator[Vault]:
+    """The vault from the environment's settings, with the command recorded in the audit log first."""
+    vault = _open_recorded(action, role)
+    try:
         yield vault
     finally:
         vault.close()
+
+
+def record_command(action: str, role: str) -> None:
+    """Record the command in the audit log, for a command whose work runs in processes of its own (the vault is
+    closed again before this returns)."""
+    _open_recorded(action, role).close()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from piivault.cli.common import err, fail, opened_vault, operator
+from piivault.cli.common import err, fail, opened_vault, operator, record_command
 from piivault.cli.remote import Address, Pacer, api_client
 
 if TYPE_CHECKING:
@@ -133,8 +133,7 @@ def _run(
             method = service.customers if kind == "customers" else service.purchases
             summary = method(caller, source, rows)
     else:
-        with opened_vault(f"import {kind}", "service"):
-            pass  # the command is recorded in the audit log, and the vault closed again before the workers fork
+        record_command(f"import {kind}", "service")  # the vault is closed again before the workers fork
         importer = ParallelImport(Settings.from_env(), kind, caller, source, workers)
         err.print(f"{workers} worker processes")
         try:
